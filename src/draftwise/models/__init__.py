@@ -1,0 +1,1 @@
+"""Model catalog, cache, pulling from PyPI-packaged GGUF chunks, and re-quantization."""

@@ -1,0 +1,1 @@
+"""Can two models pair? Vocabulary comparison, the compatibility doctor, cross-tokenizer drafting."""
