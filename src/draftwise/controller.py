@@ -24,3 +24,12 @@ class FixedK(KPolicy):
 
     def next_k(self) -> int:
         return self.k
+
+
+def make_policy(spec) -> KPolicy:
+    """The policy a SpecConfig asks for: fixed K, or adaptive K up to spec.k_max."""
+    if spec.adaptive:
+        from draftwise.adaptive import AdaptiveK
+
+        return AdaptiveK(k_max=spec.k_max, k_init=spec.k)
+    return FixedK(spec.k)

@@ -47,6 +47,11 @@ class Engine:
         self.spec = spec or SpecConfig()
         self.policy = policy or FixedK(self.spec.k)
         self.stats = Stats()
+        self.tokens: list[int] = []
+        # When set, the target's top-2 logit margin of every committed token is kept in
+        # self.margins (for locating near-ties where batched and one-token logits may disagree).
+        self.trace_margins = False
+        self.margins: list[float] = []
 
     def prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
         ids = self.target.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
@@ -63,7 +68,8 @@ class Engine:
         tgt, drafter, s = self.target, self.drafter, cfg.sampling
         rng = np.random.default_rng(s.seed)
         st = self.stats = Stats(n_prompt=len(prompt_ids))
-        self.tokens: list[int] = []  # generated so far
+        self.tokens = []
+        self.margins = []
         eos = tgt.vocab.eos_ids
         ctx = list(prompt_ids)
 
@@ -97,6 +103,9 @@ class Engine:
             else:
                 verdict = verify_sampling(draft.tokens, draft.q, probs(logits, s), rng)
             n_acc = verdict.n_accepted
+            if self.trace_margins:
+                top2 = np.partition(logits[:n_acc + 1], -2, axis=-1)[:, -2:]
+                self.margins.extend((top2[:, 1] - top2[:, 0]).tolist())
             tgt.rollback(n_past + 1 + n_acc)
             new = [*draft.tokens[:n_acc], verdict.token]
             dt_draft = (drafter.forward_seconds - fd0) if drafter else 0.0

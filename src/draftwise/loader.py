@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from draftwise.backends.base import Backend
 from draftwise.config import SpecConfig
-from draftwise.controller import FixedK, KPolicy
+from draftwise.controller import KPolicy, make_policy
 from draftwise.drafters.base import Drafter
 from draftwise.drafters.model import ModelDrafter
 from draftwise.drafters.ngram import NgramDrafter
@@ -60,10 +60,14 @@ def make_drafter(draft: str | None, target: Backend, opts: BackendOptions,
         return NgramDrafter()
     backend = load_backend(draft, opts)
     diff = compare_vocab(target, backend)
-    if not diff.identical_tokens:
-        backend.close()
-        raise DraftwiseError(f"draft {draft} and the target have different vocabularies "
-                             f"({diff.describe()}); run `draftwise check` on the pair")
+    if not diff.identical_tokens:  # an id map or a tokenizer bridge (see `draftwise check`)
+        from draftwise.drafters.bridge import pair_drafter
+
+        try:
+            return pair_drafter(target, backend, p_min=spec.p_min)
+        except BaseException:
+            backend.close()
+            raise
     return ModelDrafter(backend, n_vocab_target=target.vocab.n_vocab, p_min=spec.p_min)
 
 
@@ -75,4 +79,4 @@ def build_engine(target: str, draft: str | None, opts: BackendOptions = BackendO
     except BaseException:
         tgt.close()
         raise
-    return Engine(tgt, drafter, spec, policy or FixedK(spec.k))
+    return Engine(tgt, drafter, spec, policy or make_policy(spec))

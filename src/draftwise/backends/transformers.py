@@ -60,6 +60,10 @@ class TransformersBackend(Backend):
             raise DraftwiseError(
                 f"the transformers backend needs torch and transformers ({e.name} is missing); "
                 "run `pip install 'draftwise[transformers]'`") from e
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         if dtype not in DTYPES:
             raise DraftwiseError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if threads:

@@ -1,0 +1,95 @@
+"""AR vs speculative decoding, interleaved in one process, over HumanEval prompts.
+
+    python benchmarks/bench_engine.py --target qwen2.5-coder-1.5b-q8_0 --draft qwen2.5-coder-0.5b \
+        --k 2 3 4 5 --prompts 10 --max-tokens 128
+    python benchmarks/bench_engine.py --backend transformers --dtype bfloat16 ...
+
+Prints per K: tok/s AR and SD (mean time per token), speedup, alpha, tau, the time split and how
+many outputs are token-identical to AR (with AR's top-2 logit margin where they are not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from draftwise.compare import divergence
+from draftwise.config import GenerateConfig, SpecConfig
+from draftwise.controller import FixedK
+from draftwise.loader import BackendOptions, build_engine
+
+EVAL = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "HumanEval.jsonl"
+
+
+def humaneval_prompts(n: int, skip: int = 0) -> list[str]:
+    rows = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+    return [r["prompt"] for r in rows[skip:skip + n]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="qwen2.5-coder-1.5b-q8_0")
+    ap.add_argument("--draft", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--k", type=int, nargs="+", default=[2, 3, 4, 5])
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    a = ap.parse_args()
+
+    engine = build_engine(a.target, a.draft, BackendOptions(a.backend, a.threads, 4096, a.dtype))
+    engine.trace_margins = True
+    drafter = engine.drafter
+    cfg = GenerateConfig(max_tokens=a.max_tokens)
+    prompts = humaneval_prompts(a.prompts)
+    engine.generate("def warmup():\n", GenerateConfig(max_tokens=8))
+    rows = {k: [] for k in ["AR", *a.k]}
+    for i, prompt in enumerate(prompts):
+        engine.drafter = None
+        ar = engine.generate(prompt, cfg)
+        ar_tokens, ar_margins = ar.tokens, list(engine.margins)
+        rows["AR"].append(dict(s=ar.stats.to_dict(), same=True, margin=None))
+        engine.drafter = drafter
+        for k in a.k:
+            engine.policy = FixedK(k)
+            sd = engine.generate(prompt, cfg)
+            div = divergence(sd.tokens, ar_tokens, ar_margins)
+            rows[k].append(dict(s=sd.stats.to_dict(), same=div.identical, margin=div.ar_margin))
+        print(f"prompt {i + 1}/{len(prompts)} done", flush=True)
+
+    def per_token(rs):  # seconds per generated token over the whole set
+        return sum(r["s"]["t_decode"] for r in rs) / sum(r["s"]["n_generated"] for r in rs)
+
+    ar_t = per_token(rows["AR"])
+    print(f"\ntarget {a.target}  draft {a.draft}  backend {engine.target.name}  "
+          f"{len(prompts)} HumanEval prompts x {a.max_tokens} tokens, greedy")
+    print(f"{'config':>6} {'tok/s':>7} {'speedup':>8} {'alpha':>6} {'tau':>5} {'draft%':>7} "
+          f"{'target%':>8} {'ovh%':>5} {'same':>6}  divergence margins")
+    out = []
+    for key, rs in rows.items():
+        t = per_token(rs)
+        tot = sum(r["s"]["t_decode"] for r in rs)
+        split = [100 * sum(r["s"][f] for r in rs) / tot for f in ("t_draft", "t_target", "t_overhead")]
+        drafted = sum(r["s"]["n_drafted"] for r in rs)
+        alpha = sum(r["s"]["n_accepted"] for r in rs) / drafted if drafted else 0.0
+        tau = sum(r["s"]["n_generated"] for r in rs) / sum(r["s"]["n_rounds"] for r in rs)
+        same = sum(r["same"] for r in rs)
+        margins = [round(r["margin"], 3) for r in rs if not r["same"] and r["margin"] is not None]
+        speedups = [ar["s"]["t_decode"] / r["s"]["t_decode"] for ar, r in zip(rows["AR"], rs)]
+        print(f"{'K=' + str(key) if key != 'AR' else 'AR':>6} {1 / t:7.2f} {ar_t / t:7.2f}x "
+              f"{alpha:6.2f} {tau:5.2f} {split[0]:6.1f}% {split[1]:7.1f}% {split[2]:4.1f}% "
+              f"{same:>3}/{len(rs)}  {margins or ''}"
+              f"  (per-prompt speedup median {statistics.median(speedups):.2f}x)")
+        out.append(dict(config=str(key), tok_s=1 / t, speedup=ar_t / t, alpha=alpha, tau=tau,
+                        draft_pct=split[0], target_pct=split[1], overhead_pct=split[2],
+                        identical=same, n=len(rs), margins=margins))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

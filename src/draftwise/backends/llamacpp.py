@@ -1,0 +1,175 @@
+"""Backend on llama.cpp through llama-cpp-python's low-level C API.
+
+One `llama_decode` per call with a logits flag on exactly the positions asked for; logits are read
+as a zero-copy numpy view of llama.cpp's output buffer; rollback is `llama_memory_seq_rm`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from draftwise.backends.base import Backend, VocabInfo
+from draftwise.errors import DraftwiseError
+
+_N_BATCH = 512
+
+
+def _llama():
+    try:
+        import llama_cpp
+        from llama_cpp import _logger
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise DraftwiseError("the llama.cpp backend needs llama-cpp-python; run "
+                             "`pip install 'draftwise[llamacpp]'` (see the README for build flags)") \
+            from e
+    _logger.set_verbose(bool(os.environ.get("DRAFTWISE_VERBOSE")))
+    return llama_cpp
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+
+    def __init__(self, path: str, n_ctx: int | None = 4096, threads: int | None = None,
+                 repack: bool = True):
+        L = self._L = _llama()
+        self.model_path = path
+        if not Path(path).is_file():
+            raise DraftwiseError(f"no such GGUF file: {path}")
+        L.llama_backend_init()
+        mp = L.llama_model_default_params()
+        # Repacked weights (ggml's "extra buffer types") are faster, but batches of 4+ tokens then
+        # take another GEMM kernel than one token, so their logits differ slightly (Q4_K here).
+        mp.use_extra_bufts = repack
+        self._model = L.llama_model_load_from_file(path.encode(), mp)
+        if not self._model:
+            raise DraftwiseError(f"llama.cpp could not load {path}: not a valid GGUF language model")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        n_train = L.llama_model_n_ctx_train(self._model)
+        self.n_ctx = min(n_ctx, n_train) if n_ctx else n_train
+        threads = threads or os.cpu_count() or 1
+        cp = L.llama_context_default_params()
+        cp.n_ctx = self.n_ctx
+        cp.n_batch = cp.n_ubatch = min(_N_BATCH, self.n_ctx)
+        cp.n_seq_max = 1
+        cp.n_threads = cp.n_threads_batch = threads
+        cp.no_perf = True
+        self._ctx = L.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise DraftwiseError(f"llama.cpp could not create a context of {self.n_ctx} for {path}")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._n_batch = cp.n_batch
+        self._batch = L.llama_batch_init(self._n_batch, 0, 1)
+        b = self._batch
+        for i in range(self._n_batch):  # one sequence: set once, never changes
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+        self._n_past = 0
+        n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        eog = frozenset(i for i in range(n_vocab) if L.llama_vocab_is_eog(self._vocab, i))
+        bos = L.llama_vocab_bos(self._vocab)
+        self.vocab = VocabInfo(n_vocab=n_vocab, n_tokens=n_vocab, bos_id=bos if bos >= 0 else None,
+                               eos_ids=eog, add_bos=bool(L.llama_vocab_get_add_bos(self._vocab)))
+
+    @property
+    def n_past(self) -> int:
+        return self._n_past
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as a string, or None."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        raw = text.encode("utf-8")
+        n_max = len(raw) + 8
+        out = (self._L.llama_token * n_max)()
+        n = self._L.llama_tokenize(self._vocab, raw, len(raw), out, n_max, add_special, True)
+        if n < 0:
+            raise DraftwiseError(f"tokenization failed ({n}) for a text of {len(raw)} bytes")
+        return list(out[:n])
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        if not ids:
+            return ""
+        arr = (self._L.llama_token * len(ids))(*ids)
+        size = 8 * len(ids) + 32
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = self._L.llama_detokenize(self._vocab, arr, len(ids), buf, size, True, False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n + 1
+        raise DraftwiseError("detokenization failed")
+
+    def token_text(self, token_id: int) -> str:
+        raw = self._L.llama_vocab_get_text(self._vocab, int(token_id))
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.meta("tokenizer.chat_template")
+        if not template:
+            raise DraftwiseError(f"{self.model_path} has no chat template; drop --chat")
+        tok = lambda i: self.token_text(i) if i is not None and i >= 0 else ""  # noqa: E731
+        eos = self._L.llama_vocab_eos(self._vocab)
+        fmt = Jinja2ChatFormatter(template, eos_token=tok(eos), bos_token=tok(self.vocab.bos_id),
+                                  add_generation_prompt=True)
+        return fmt(messages=messages).prompt
+
+    def _forward(self, tokens: Sequence[int], n_logits: int) -> np.ndarray:
+        n = len(tokens)
+        if n == 0 or n_logits > min(n, self._n_batch):
+            raise ValueError(f"forward of {n} tokens cannot return {n_logits} logits rows")
+        if self._n_past + n > self.n_ctx:
+            raise DraftwiseError(f"context full: {self._n_past} + {n} tokens > n_ctx {self.n_ctx}")
+        b, L = self._batch, self._L
+        for start in range(0, n, self._n_batch):
+            chunk = tokens[start:start + self._n_batch]
+            b.n_tokens = len(chunk)
+            first_out = n - n_logits - start  # positions from here on return logits
+            for i, t in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = self._n_past + i
+                b.logits[i] = i >= first_out
+            rc = L.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise DraftwiseError(f"llama_decode failed with code {rc}")
+            self._n_past += len(chunk)
+        if n_logits == 0:
+            return np.empty((0, self.vocab.n_vocab), dtype=np.float32)
+        # A view of llama.cpp's buffer: valid until the next decode, which is all the engine needs.
+        ptr = L.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_logits, self.vocab.n_vocab))
+
+    def rollback(self, n_keep: int) -> None:
+        if n_keep < self._n_past:
+            self._L.llama_memory_seq_rm(self._mem, 0, n_keep, -1)
+            self._n_past = n_keep
+
+    def close(self) -> None:
+        L = getattr(self, "_L", None)
+        if L is None or not getattr(self, "_ctx", None):
+            return
+        L.llama_batch_free(self._batch)
+        L.llama_free(self._ctx)
+        L.llama_model_free(self._model)
+        self._ctx = None
+
+    def __del__(self):  # native memory is not the garbage collector's
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,74 @@
+"""`draftwise bench`: run the sweep with a progress bar, print the table, write the report."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from draftwise.bench.options import BenchOptions, parse_k_range
+from draftwise.bench.prompts import load_prompts
+from draftwise.bench.report import HEADERS, BenchResult, _row, write_report
+from draftwise.bench.runner import RunRecord, run_sweep, sweep_configs
+from draftwise.bench.session import load_models, machine_info, prepare
+from draftwise.bench.summary import ConfigSummary, recommend, summarize
+from draftwise.loader import BackendOptions
+
+
+def results_table(summaries: list[ConfigSummary]) -> Table:
+    table = Table(title="draftwise bench", header_style="bold")
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h in ("draft", "quant") else "right")
+    for s in summaries:
+        style = "green" if not s.is_ar and s.speedup_lo > 1.0 else (
+            "red" if not s.is_ar and s.speedup_hi < 1.0 else None)
+        table.add_row(*_row(s), style=style)
+    return table
+
+
+def run_bench(target: str, drafts: Sequence[str] = ("ngram",),
+              k_range: str | Sequence[int] = "1-8", categories: Sequence[str] = (),
+              prompt_file: str | None = None, n_prompts: int = 10, max_tokens: int = 128,
+              temperatures: Sequence[float] = (0.0,), repeats: int = 3,
+              out_dir: str = "bench-results", adaptive: bool = True, p_min: float = 0.0,
+              prompt_offset: int = 0, seed: int = 0, backend: str = "auto",
+              threads: int | None = None, n_ctx: int | None = 4096, dtype: str = "float32",
+              console: Console | None = None) -> int:
+    """Sweep AR vs each draft x K (+ adaptive) x temperature; write bench.json, bench.csv,
+    report.md, report.html and plots/ under out_dir. Returns 0; bad input raises DraftwiseError."""
+    con = console or Console()
+    opts = BenchOptions(target=target, drafts=tuple(drafts), ks=parse_k_range(k_range),
+                        adaptive=adaptive, temperatures=tuple(float(t) for t in temperatures),
+                        max_tokens=max_tokens, repeats=repeats, p_min=p_min, seed=seed)
+    prompts = load_prompts(categories, prompt_file, n_prompts, prompt_offset)
+    bopts = BackendOptions(backend=backend, threads=threads, n_ctx=n_ctx, dtype=dtype)
+    con.print(f"loading {target} and {len(opts.drafts)} draft(s)")
+    with load_models(target, opts.drafts, bopts, p_min) as models:
+        kept, skipped = prepare(prompts, models, opts.max_tokens + opts.k_max + 2)
+        if skipped:
+            con.print(f"[yellow]skipped {len(skipped)} prompt(s) too long for the context: "
+                      f"{', '.join(skipped)}[/]")
+        n_runs = len(sweep_configs(opts)) * len(kept) * opts.repeats
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=con, transient=True) as prog:
+            task = prog.add_task("warming up", total=n_runs)
+
+            def done(rec: RunRecord) -> None:
+                prog.update(task, advance=1, description=f"{rec.prompt_id} {rec.config.label} "
+                            f"{rec.tok_s:.1f} tok/s")
+
+            records = run_sweep(opts, kept, models.target, models.drafters, on_run=done)
+        machine = machine_info(models)
+    summaries = summarize(records, opts.max_tokens)
+    res = BenchResult(opts, machine, [{"id": p.prompt.id, "category": p.prompt.category,
+                                       "n_prompt": len(p.ids)} for p in kept],
+                      skipped, records, summaries, recommend(summaries))
+    paths = write_report(res, out_dir)
+    con.print(results_table(summaries))
+    for r in res.recommendations:
+        con.print(("[bold green]" if r.beats_ar else "[bold yellow]") + r.text + "[/]")
+    con.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name}, "
+              f"{paths['csv'].name}, plots/)")
+    return 0

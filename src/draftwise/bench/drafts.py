@@ -1,0 +1,42 @@
+"""Draft names in a sweep: a model name, `ngram`, or `ngram+MODEL` (hybrid); their quantization."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from draftwise.backends.base import Backend
+from draftwise.config import SpecConfig
+from draftwise.drafters.base import Drafter
+from draftwise.drafters.hybrid import HybridDrafter, hybrid_base
+from draftwise.errors import DraftwiseError
+from draftwise.loader import BackendOptions, make_drafter
+from draftwise.models.catalog import QUANTS, catalog
+
+_QUANT = re.compile(rf"(?:^|[-_.])({'|'.join(QUANTS)}|f16|bf16|f32)(?:$|[-_.])", re.I)
+
+
+def load_drafter(name: str, target: Backend, opts: BackendOptions, p_min: float = 0.0) -> Drafter:
+    """Build the drafter a sweep entry names (loads the draft model, checks its vocabulary)."""
+    spec = SpecConfig(p_min=p_min)
+    base = hybrid_base(name)
+    if base is not None:
+        if base.lower() in ("ngram", "none"):
+            raise DraftwiseError(f"{name}: after `ngram+` give a draft model name")
+        return HybridDrafter(make_drafter(base, target, opts, spec))
+    drafter = make_drafter(name, target, opts, spec)
+    if drafter is None:
+        raise DraftwiseError(f"{name!r} is not a draft")
+    return drafter
+
+
+def quant_of(name: str) -> str:
+    """The quantization of a draft: `-` for ngram, from the catalog or the name/file, else `?`."""
+    base = hybrid_base(name) or name
+    if base.lower() == "ngram":
+        return "-"
+    cat = catalog()
+    if base in cat:
+        return cat[base].quant
+    m = _QUANT.search(Path(base).name.lower().removesuffix(".gguf"))
+    return m[1] if m else "?"

