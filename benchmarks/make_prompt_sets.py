@@ -37,7 +37,8 @@ def main(src: Path) -> None:
     he = [json.loads(line) for line in (src / "HumanEval.jsonl").open()]
     step = len(he) // N
     _write("code", [{"id": r["task_id"], "category": "code", "source": "humaneval",
-                     "turns": [CODE_INSTRUCTION.format(prompt=r["prompt"])]} for r in he[::step][:N]])
+                     "turns": [CODE_INSTRUCTION.format(prompt=r["prompt"])]}
+                    for r in he[::step][:N]])
 
 
 def _write(cat: str, rows: list[dict]) -> None:

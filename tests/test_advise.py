@@ -108,3 +108,16 @@ def test_run_advise_on_tiny_models(tiny_models, tmp_path):
         assert all(p["speedup"] > 0 and p["tau"] >= 1 for p in a["per_k"])
         assert 0 <= a["alpha"] <= 1
     assert res["recommendations"] and all(r.startswith("T=") for r in res["recommendations"])
+
+
+def test_replayable_drafters():
+    from draftwise.bench.advise import replayable
+    from draftwise.drafters.base import Draft, Drafter
+    from draftwise.drafters.hybrid import HybridDrafter
+
+    class Other(Drafter):
+        def propose(self, ctx, k, sampling, rng):
+            return Draft()
+
+    assert replayable(NgramDrafter())
+    assert not replayable(Other()) and not replayable(HybridDrafter(Other()))

@@ -1,4 +1,4 @@
-"""bench: prompt sets, K ranges, aggregation, recommendation, and a sweep + report on tiny models."""
+"""bench: prompt sets, K ranges, aggregation, recommendation, a sweep + report on tiny models."""
 
 import csv
 import json
@@ -29,7 +29,8 @@ def test_builtin_categories_load_with_ids():
 
 def test_sources_keep_attribution():
     text = resources.files("draftwise.bench").joinpath("data", "SOURCES.md").read_text()
-    for s in ("hemingkx/Spec-Bench", "openai/human-eval", "Apache-2.0", "MIT", "Copyright (c) OpenAI"):
+    for s in ("hemingkx/Spec-Bench", "openai/human-eval", "Apache-2.0", "MIT",
+              "Copyright (c) OpenAI"):
         assert s in text
 
 
@@ -155,6 +156,7 @@ def test_summarize_hand_computed():
     assert d.alpha == pytest.approx((7 + 4) / 26)  # accepted / drafted
     assert d.tau == pytest.approx(24 / 13)  # tokens / rounds
     assert d.identical == 0.5 and ar.identical is None
+    assert d.by_category == pytest.approx({"code": np.sqrt(2.5)})
     assert d.tok_s == pytest.approx(np.median([12 / 0.6, 12 / 0.8]))
     assert d.ms_target == pytest.approx(1e3 * 0.9 * 1.4 / 24)
     # positions reached: p1 2+2+1+2+2 = 9 with 7 accepted; p2 4 x 1 + 4 x 2 = 12 with 4 accepted
@@ -256,3 +258,23 @@ def test_prompts_too_long_are_skipped_or_refused(tiny_models, tmp_path):
     prompts.write_text(json.dumps({"prompt": "the dog " * 200}) + "\n")
     with pytest.raises(DraftwiseError, match="no prompt fits the context of 256 tokens"):
         run_bench(tgt, ["ngram"], prompt_file=str(prompts), n_ctx=256, out_dir=str(tmp_path))
+
+
+def test_report_from_synthetic_runs(tmp_path):
+    """Report files from hand-made runs (no models): divergences are listed with their margin."""
+    from draftwise.bench.report import BenchResult, write_report
+
+    recs = [_rec(AR0, f"p{i}", 0, 1.0) for i in range(3)]
+    recs += [_rec(D2, f"p{i}", 0, 0.8, rounds=[(2, 1)] * 6, identical=i > 0) for i in range(3)]
+    recs[3].diverged_at, recs[3].ar_margin = 7, 0.004
+    recs[0].category = recs[3].category = "rag"  # p0 is rag, p1 and p2 code
+    summaries = summarize(recs, 16)
+    res = BenchResult(BenchOptions("t", drafts=("d",), ks=(2,)), {"cpus": 2}, [], [], recs,
+                      summaries, recommend(summaries))
+    paths = write_report(res, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "1 of 3 speculative runs differ from AR: d K=2 on p0 at token 7 (margin 0.004)" in md
+    assert "near-tie" in paths["html"].read_text()
+    assert "| d K=2 | 0 | 1.25 | 1.25 |" in md  # speedup by category: rag, code
+    data = json.loads(paths["json"].read_text())
+    assert data["runs"][3]["ar_margin"] == 0.004 and data["runs"][3]["label"] == "d K=2"

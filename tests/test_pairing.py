@@ -172,6 +172,7 @@ def ggufs(tmp_path):
         "padded": write_gguf(tmp_path / "padded.gguf", rows=len(TOKENS) + 11, n_embd=16),
         "added": write_gguf(tmp_path / "added.gguf", tokens=[*TOKENS, "<|extra|>"], n_embd=16),
         "other": write_gguf(tmp_path / "other.gguf", tokens=other, n_embd=16, tok_model="llama"),
+        "disjoint": write_gguf(tmp_path / "disjoint.gguf", tokens=["<s>", "x", "y", "z"]),
         "big": write_gguf(tmp_path / "big.gguf", n_embd=128, ctx=512),
         "clip": write_gguf(tmp_path / "clip.gguf", arch="clip"),
         "adapter": write_gguf(tmp_path / "adapter.gguf", gtype="adapter"),
@@ -192,12 +193,12 @@ def test_gguf_meta_fields(ggufs):
 
 
 @pytest.mark.parametrize("draft, verdict", [("same", "identical"), ("padded", "compatible"),
-                                            ("added", "compatible"),
-                                            ("other", "bridged")])
+                                            ("added", "compatible"), ("other", "bridged"),
+                                            ("disjoint", "incompatible")])
 def test_verdicts(ggufs, draft, verdict):
     r = check(str(ggufs["target"]), str(ggufs[draft]), generate=False)
     assert r.verdict == verdict, r.reason
-    assert r.exit_code == (1 if verdict == "bridged" else 0), [i for i in r.items]
+    assert r.exit_code == {"bridged": 1, "incompatible": 2}.get(verdict, 0), r.items
 
 
 def test_compatible_reasons_name_the_difference(ggufs):
@@ -366,4 +367,5 @@ def test_real_gemma_qwen_bridged():
 def test_real_modified_qwen_compatible(modified_qwen):
     r = check(_real("qwen2.5-coder-1.5b"), str(modified_qwen), generate=False)
     assert r.verdict == "compatible", r.reason
-    assert "'[PAD151935]' vs '<|extra_0|>'" in next(i for i in r.items if i.name == "token ids").detail
+    ids = next(i for i in r.items if i.name == "token ids")
+    assert "'[PAD151935]' vs '<|extra_0|>'" in ids.detail

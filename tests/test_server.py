@@ -360,6 +360,9 @@ BAD = [
     (C, b'{"prompt": "a", "draft_k": 33}', 400, "draft_k"),
     (C, b'{"prompt": "a", "logprobs": 2}', 400, "logprobs"),
     (C, b'{"prompt": "a", "seed": 1.5}', 400, "seed"),
+    (C, json.dumps({"prompt": "a", "stop": ["x" * 300]}).encode(), 400, "stop"),
+    (C, b'{"prompt": "a", "temperature": Infinity}', 400, "temperature"),
+    (C, b'{"prompt": "\\ud800"}', 400, "prompt"),
     (CHAT, b'{"messages": []}', 400, "messages"),
     (CHAT, b'{"messages": "hi"}', 400, "messages"),
     (CHAT, b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages.0.role"),
@@ -368,6 +371,7 @@ BAD = [
      "max_tokens"),
     (CHAT, json.dumps({"messages": [{"role": "user", "content": "fox " * 400}]}).encode(), 400,
      "messages"),
+    (C, json.dumps({"prompt": "a" * (3 << 20)}).encode(), 413, None),
     ("/v1/nothing", b"{}", 404, None),
 ]
 

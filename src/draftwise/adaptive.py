@@ -9,6 +9,8 @@ and picks K in 0..k_max maximizing E[tokens | K] / (K t_draft + t_v(K + 1)), whe
 E[tokens | K] = (1 - alpha^(K+1)) / (1 - alpha) (Leviathan et al. 2023). K = 0 is a plain
 autoregressive round: speculation is off. While off, it probes with the best K >= 1 every
 `probe_every` rounds, doubling the interval after each probe that does not turn it back on.
+It starts with k_init; after the first round, one autoregressive round measures t_v(1). Costs
+outlive `reset` (same hardware); acceptance evidence is down-weighted for the new prompt.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class AdaptiveParams:
 
 
 def expected_tokens(alpha: float, k: int) -> float:
-    """Tokens per round with K drafts and i.i.d. acceptance alpha: (1 - alpha^(K+1)) / (1 - alpha)."""
+    """Tokens per round with K drafts, i.i.d. acceptance alpha: (1 - alpha^(K+1)) / (1 - alpha)."""
     if alpha >= 1.0:
         return k + 1.0
     return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
@@ -54,7 +56,6 @@ class AdaptiveK(KPolicy):
         self._interval = self.p.probe_every
         self._off_rounds = 0
         self._probing = False
-        self._last_k = self.k_init
 
     # -- estimates -------------------------------------------------------------------------------
     @property
@@ -77,7 +78,7 @@ class AdaptiveK(KPolicy):
         return max(float(np.mean(y - b * x)), 1e-9), b
 
     def throughputs(self) -> list[float] | None:
-        """[k_max + 1] predicted tokens per second for K = 0..k_max (None before costs are known)."""
+        """[k_max + 1] predicted tokens per second for K = 0..k_max (None before any costs)."""
         line = self.cost_line()
         if line is None or self._t_draft is None:
             return None
@@ -87,7 +88,7 @@ class AdaptiveK(KPolicy):
                 for k in range(self.k_max + 1)]
 
     def best_k(self, k_min: int = 0) -> int:
-        """argmax of the predicted throughput over K in k_min..k_max; K = 0 must win by the margin."""
+        """argmax of predicted throughput over K in k_min..k_max; K = 0 must win by the margin."""
         g = self.throughputs()
         if g is None:
             return max(self.k_init, k_min)
@@ -107,8 +108,7 @@ class AdaptiveK(KPolicy):
 
     def next_k(self) -> int:
         if self._t_verify and 1 not in self._t_verify and self._t_draft is not None:
-            self._last_k = 0  # calibrate: one autoregressive round measures t_v(1)
-            return 0
+            return 0  # calibrate: one autoregressive round measures t_v(1)
         k = self.best_k()
         self._probing = False
         if k == 0:
@@ -120,7 +120,6 @@ class AdaptiveK(KPolicy):
         else:
             self._off_rounds = 0
             self._interval = self.p.probe_every
-        self._last_k = k
         return k
 
     def observe(self, k: int, n_accepted: int, t_draft: float, t_target: float) -> None:
@@ -130,7 +129,8 @@ class AdaptiveK(KPolicy):
         self._t_verify[n] = t_target if old is None else c * old + (1 - c) * t_target
         if k > 0 or t_draft > 0:  # t_draft > 0 with k = 0: p_min stopped the draft at once
             per_tok = t_draft / max(k, 1)
-            self._t_draft = per_tok if self._t_draft is None else c * self._t_draft + (1 - c) * per_tok
+            old_t = self._t_draft
+            self._t_draft = per_tok if old_t is None else c * old_t + (1 - c) * per_tok
         if k == 0:
             return
         if self._probing:  # conditions may have changed while off: weigh the probe more

@@ -204,6 +204,7 @@ def measure_costs(target: Backend, drafts: dict[str, Backend | None], ctx: list[
     target.rollback(0)
     target.forward(ctx[:-1], 0)
     base = target.n_past
+
     def verify_fn(n: int) -> Callable[[], None]:
         def fn() -> None:
             target.forward(toks[:n], n)
@@ -215,9 +216,14 @@ def measure_costs(target: Backend, drafts: dict[str, Backend | None], ctx: list[
     target.rollback(0)
     t_fwd: dict[str, float] = {}
     draft_rows: dict[str, np.ndarray] = {}
+    seen: dict[int, str] = {}  # id(backend) -> first name: a shared draft model is timed once
     for name, be in drafts.items():
         if be is None:
             continue
+        if id(be) in seen:
+            t_fwd[name], draft_rows[name] = t_fwd[seen[id(be)]], draft_rows[seen[id(be)]]
+            continue
+        seen[id(be)] = name
         be.rollback(0)
         be.forward(ctx[:-1], 0)
         dbase = be.n_past
@@ -236,9 +242,9 @@ def measure_costs(target: Backend, drafts: dict[str, Backend | None], ctx: list[
             checks = [lambda n=n: verify_greedy(toks[1:n], rows[n]) for n in range(1, k_max + 2)]
             pick = [lambda r=r: np.argmax(r[:vt]) for r in draft_rows.values()]
         else:
-            checks = [lambda n=n: verify_sampling(toks[1:n], None, probs(rows[n], s), rng)
+            checks = [lambda n=n, s=s: verify_sampling(toks[1:n], None, probs(rows[n], s), rng)
                       for n in range(1, k_max + 2)]
-            pick = [lambda r=r: probs(r[None, :vt], s) for r in draft_rows.values()]
+            pick = [lambda r=r, s=s: probs(r[None, :vt], s) for r in draft_rows.values()]
         t_check = _median_times(checks, reps)
         t_pick = dict(zip(draft_rows, _median_times(pick, reps)))
         out[t] = Costs(t_verify, t_check, {n: t_fwd[n] + t_pick[n] if n in t_fwd else 0.0
@@ -254,6 +260,13 @@ class _NoModel(Drafter):
 
     def propose(self, ctx, k, sampling, rng) -> Draft:  # pragma: no cover - never called
         raise RuntimeError("replay only")
+
+
+def replayable(drafter: Drafter) -> bool:
+    """Whether advise can replay this drafter: n-gram, a same-vocabulary model, or both."""
+    if isinstance(drafter, HybridDrafter):
+        drafter = drafter.model
+    return type(drafter) in (ModelDrafter, NgramDrafter)
 
 
 def draft_backend(drafter: Drafter) -> Backend | None:

@@ -16,13 +16,14 @@ from rich.table import Table
 from draftwise.adaptive import expected_tokens
 from draftwise.bench.advise import (Costs, Replay, continuation, draft_backend, greedy_agreement,
                                     iid_speedup, measure_costs, overlap, replay, replay_source,
-                                    teacher_forced, token_probs)
+                                    replayable, teacher_forced, token_probs)
 from draftwise.bench.drafts import quant_of
 from draftwise.bench.options import BenchOptions
 from draftwise.bench.prompts import load_prompts
 from draftwise.bench.report import _clean
 from draftwise.bench.session import Models, load_models, machine_info, prepare
 from draftwise.config import K_MAX, SamplingConfig
+from draftwise.drafters.model import ModelDrafter
 from draftwise.errors import DraftwiseError
 from draftwise.loader import BackendOptions
 
@@ -101,19 +102,25 @@ def _collect(models: Models, kept, temps: Sequence[float], k_max: int, max_token
         bench_ctx = bench_ctx or pp.ids + cont
         with con.status(f"{pp.prompt.id}: teacher-forced passes"):
             tl = teacher_forced(tgt, pp.ids, cont) if any(t > 0 for t in temps) else None
-            dls = {name: (teacher_forced(be, pp.ids, cont) if (be := draft_backend(d)) else None)
-                   for name, d in models.drafters.items()}
-        for name, drafter in models.drafters.items():
-            dl = dls[name]
-            for t in temps:
-                s = SamplingConfig(temperature=t)
+            by_backend: dict[int, np.ndarray] = {}  # a model shared by drafts runs once
+            dls = {}
+            for name, d in models.drafters.items():
+                be = draft_backend(d)
+                if be is not None and id(be) not in by_backend:
+                    by_backend[id(be)] = teacher_forced(be, pp.ids, cont)
+                dls[name] = by_backend[id(be)] if be is not None else None
+        for t in temps:
+            s = SamplingConfig(temperature=t)
+            p_tok = None if s.greedy else token_probs(tl, s)
+            for name, drafter in models.drafters.items():
+                dl = dls[name]
                 acc = None
                 if dl is not None:
                     acc = (greedy_agreement(dl, cont, tgt.vocab.n_vocab) if s.greedy
                            else overlap(tl, dl, s))
+                if isinstance(drafter, ModelDrafter):  # n-gram and hybrid: alpha from the replay
                     acc_sum[(name, t)][0] += float(acc.sum())
                     acc_sum[(name, t)][1] += len(acc)
-                p_tok = None if s.greedy else token_probs(tl, s)
                 for k in range(1, k_max + 1):
                     for _ in range(1 if s.greedy else N_SIMS):
                         propose, fb = replay_source(drafter, pp.ids, cont, acc, p_tok)
@@ -133,7 +140,8 @@ def advice_table(advice: list[DraftAdvice], k_max: int) -> Table:
         cells = [f"[bold]{p.speedup:.2f}[/]" if p.k == a.best_k else f"{p.speedup:.2f}"
                  for p in a.per_k]
         table.add_row(a.draft, a.quant, f"{a.temperature:g}", f"{a.alpha:.2f}",
-                      f"{a.t_step_ms:.1f}", *cells, str(a.best_k) if a.best_speedup >= MIN_GAIN else "off")
+                      f"{a.t_step_ms:.1f}", *cells,
+                      str(a.best_k) if a.best_speedup >= MIN_GAIN else "off")
     return table
 
 
@@ -169,6 +177,11 @@ def run_advise(target: str, drafts: Sequence[str], k_max: int = 8,
     bopts = BackendOptions(backend=backend, threads=threads, n_ctx=n_ctx, dtype=dtype)
     con.print(f"loading {target} and {len(opts.drafts)} draft(s)")
     with load_models(target, opts.drafts, bopts) as models:
+        for name, d in models.drafters.items():
+            if not replayable(d):
+                raise DraftwiseError(f"advise needs drafts that share the target's token ids (or "
+                                     f"ngram); {name} drafts through a token map or tokenizer "
+                                     "bridge: measure it with `draftwise bench`")
         kept, _ = prepare(prompts, models, max_tokens + k_max + 2)
         totals, acc_sum, used, ctx = _collect(models, kept, opts.temperatures, k_max, max_tokens,
                                               seed, con)

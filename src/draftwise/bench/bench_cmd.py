@@ -10,7 +10,7 @@ from rich.table import Table
 
 from draftwise.bench.options import BenchOptions, parse_k_range
 from draftwise.bench.prompts import load_prompts
-from draftwise.bench.report import HEADERS, BenchResult, _row, write_report
+from draftwise.bench.report import HEADERS, BenchResult, _row, category_table, write_report
 from draftwise.bench.runner import RunRecord, run_sweep, sweep_configs
 from draftwise.bench.session import load_models, machine_info, prepare
 from draftwise.bench.summary import ConfigSummary, recommend, summarize
@@ -67,6 +67,14 @@ def run_bench(target: str, drafts: Sequence[str] = ("ngram",),
                       skipped, records, summaries, recommend(summaries))
     paths = write_report(res, out_dir)
     con.print(results_table(summaries))
+    head, rows = category_table(summaries)
+    if head:
+        cat = Table(title="speedup by prompt category", header_style="bold")
+        for h in head:
+            cat.add_column(h, justify="left" if h == "configuration" else "right")
+        for r in rows:
+            cat.add_row(*r)
+        con.print(cat)
     for r in res.recommendations:
         con.print(("[bold green]" if r.beats_ar else "[bold yellow]") + r.text + "[/]")
     con.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name}, "

@@ -16,14 +16,20 @@ from draftwise.models.catalog import QUANTS, catalog
 _QUANT = re.compile(rf"(?:^|[-_.])({'|'.join(QUANTS)}|f16|bf16|f32)(?:$|[-_.])", re.I)
 
 
-def load_drafter(name: str, target: Backend, opts: BackendOptions, p_min: float = 0.0) -> Drafter:
-    """Build the drafter a sweep entry names (loads the draft model, checks its vocabulary)."""
+def load_drafter(name: str, target: Backend, opts: BackendOptions, p_min: float = 0.0,
+                 loaded: dict[str, Drafter] | None = None) -> Drafter:
+    """Build the drafter a sweep entry names (loads the draft model, checks its vocabulary).
+
+    loaded: drafters built so far by name; `ngram+MODEL` reuses MODEL's drafter from it (the
+    engine runs one generation at a time, and each starts by resetting its drafter).
+    """
     spec = SpecConfig(p_min=p_min)
     base = hybrid_base(name)
     if base is not None:
         if base.lower() in ("ngram", "none"):
             raise DraftwiseError(f"{name}: after `ngram+` give a draft model name")
-        return HybridDrafter(make_drafter(base, target, opts, spec))
+        model = (loaded or {}).get(base) or make_drafter(base, target, opts, spec)
+        return HybridDrafter(model)
     drafter = make_drafter(name, target, opts, spec)
     if drafter is None:
         raise DraftwiseError(f"{name!r} is not a draft")

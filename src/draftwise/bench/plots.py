@@ -1,4 +1,4 @@
-"""The report's plots as PNG bytes (matplotlib's object API with the Agg canvas: no pyplot state)."""
+"""The report's plots as PNG bytes (matplotlib's object API and Agg canvas: no pyplot state)."""
 
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ def acceptance_per_position(summaries: list[ConfigSummary]) -> bytes:
             s = max(fixed, key=lambda s: s.k)
             ax.plot(range(1, len(s.acceptance_at) + 1), s.acceptance_at, marker="o",
                     color=f"C{i % 10}", label=f"{name} (K={s.k})")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("draft position")
     ax.set_ylabel("acceptance given the earlier positions accepted")
     ax.set_ylim(0, 1.02)

@@ -15,7 +15,8 @@ from typing import Sequence
 from draftwise.errors import DraftwiseError
 
 CATEGORIES = ("code", "chat", "summarization", "translation", "qa", "math", "rag")
-ALIASES = {"writing": "chat", "coding": "code", "math_reasoning": "math", "summarize": "summarization"}
+ALIASES = {"writing": "chat", "coding": "code", "math_reasoning": "math",
+           "summarize": "summarization"}
 
 
 @dataclass(frozen=True)

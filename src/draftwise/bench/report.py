@@ -20,9 +20,10 @@ from draftwise.bench.summary import ConfigSummary, Recommendation
 
 METHOD = (
     "Every prompt and repeat runs autoregressive decoding (AR) and each configuration back to back "
-    "in one process, in an order rotated per repeat. Speedup is the geometric mean over (prompt, "
-    "repeat) pairs of decode tok/s divided by AR's on the same pair (prefill excluded; `e2e` "
-    "includes it), with a 95% percentile-bootstrap interval. alpha = accepted / drafted tokens; "
+    "in one process, in an order rotated per prompt and repeat. Speedup is the geometric mean over "
+    "(prompt, repeat) pairs of decode tok/s divided by AR's on the same pair, with a 95% "
+    "percentile-bootstrap interval; prefill is excluded (bench.json and bench.csv also give "
+    "speedup_e2e, which includes it). alpha = accepted / drafted tokens; "
     "tau = tokens per target forward. Acceptance per position is P(position i accepted | "
     "positions before it accepted). Adaptive K starts a fresh controller per generation.")
 
@@ -83,21 +84,48 @@ def _row(s: ConfigSummary) -> list[str]:
 
 
 HEADERS = ["draft", "quant", "K", "T", "tok/s median [IQR]", "speedup [95% CI]", "alpha", "tau",
-           "mean K", "draft ms/tok", "verify ms/tok", "overhead ms/tok", "identical to AR"]
+           "drafted/round", "draft ms/tok", "verify ms/tok", "overhead ms/tok", "identical to AR"]
 
 
 def _setup_lines(res: BenchResult) -> list[str]:
     o, m = res.options, res.machine
+    cats = sorted({p["category"] for p in res.prompts})
     lines = [f"target: {o.target} ({m.get('target_path', '')})",
              f"drafts: {', '.join(o.drafts)}; K: {', '.join(map(str, o.ks))}"
              + ("; adaptive K" if o.adaptive else ""),
              f"temperatures: {', '.join(f'{t:g}' for t in o.temperatures)}; max_tokens "
              f"{o.max_tokens}; repeats {o.repeats}; p_min {o.p_min:g}",
-             f"prompts: {len(res.prompts)} ({', '.join(sorted({p['category'] for p in res.prompts}))})"
+             f"prompts: {len(res.prompts)} ({', '.join(cats)})"
              + (f"; skipped (too long): {', '.join(res.skipped)}" if res.skipped else ""),
              f"machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, threads "
-             f"{m.get('threads') or 'default'}, backend {m.get('backend', '?')}, {m.get('date', '')}"]
+             f"{m.get('threads') or 'default'}, backend {m.get('backend', '?')}, "
+             f"{m.get('date', '')}"]
     return lines
+
+
+def category_table(summaries: list[ConfigSummary]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of speedup per prompt category, or ([], []) with a single category."""
+    cats = list(dict.fromkeys(c for s in summaries for c in s.by_category))
+    if len(cats) < 2:
+        return [], []
+    rows = [[s.label, f"{s.temperature:g}"] + [_fmt(s.by_category.get(c)) for c in cats]
+            for s in summaries if not s.is_ar]
+    return ["configuration", "T", *cats], rows
+
+
+def _divergence_lines(res: BenchResult) -> list[str]:
+    """Greedy runs whose text differs from AR, with AR's top-2 logit margin where they part."""
+    greedy = [r for r in res.records if r.identical is not None]
+    diff = [r for r in greedy if not r.identical]
+    if not greedy:
+        return []
+    if not diff:
+        return [f"Greedy: all {len(greedy)} speculative runs produced exactly AR's tokens."]
+    parts = ", ".join(f"{r.config.label} on {r.prompt_id} at token {r.diverged_at} (margin "
+                      f"{_fmt(r.ar_margin, 3)})" for r in diff[:10])
+    return [f"Greedy: {len(diff)} of {len(greedy)} speculative runs differ from AR: {parts}"
+            + (" ..." if len(diff) > 10 else "") + ". A small margin is a near-tie, where batched "
+            "and one-token logits can round differently."]
 
 
 def markdown(res: BenchResult, plot_dir: str = "plots") -> str:
@@ -107,6 +135,11 @@ def markdown(res: BenchResult, plot_dir: str = "plots") -> str:
     out += ["", "## Results", "", "| " + " | ".join(HEADERS) + " |",
             "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(_row(s)) + " |" for s in res.summaries]
+    head, rows = category_table(res.summaries)
+    if head:
+        out += ["", "### Speedup by prompt category", "", "| " + " | ".join(head) + " |",
+                "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", *_divergence_lines(res)]
     out += ["", "## Plots", ""]
     out += [f"![{name}]({plot_dir}/{name}.png)" for name in res.plots]
     out += ["", "## Method", "", METHOD, ""]
@@ -122,7 +155,15 @@ def render_html(res: BenchResult) -> str:
                    for s in res.summaries)
     imgs = "".join(
         f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{e(n.replace('_', ' '))}</figcaption></figure>" for n, png in res.plots.items())
+        f"<figcaption>{e(n.replace('_', ' '))}</figcaption></figure>"
+        for n, png in res.plots.items())
+    div = "".join(f"<p>{e(line)}</p>" for line in _divergence_lines(res))
+    head, crow = category_table(res.summaries)
+    if head:
+        div = ("<h3>Speedup by prompt category</h3><table><thead><tr>"
+               + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+               + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in crow)
+               + "</tbody></table>" + div)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
              "padding:3px 6px;text-align:right}th{background:#eee}img{max-width:100%}")
@@ -130,8 +171,8 @@ def render_html(res: BenchResult) -> str:
             f"<title>draftwise bench: {e(res.options.target)}</title><style>{style}</style></head>"
             f"<body><h1>draftwise bench</h1><h2>Recommendation</h2><ul>{rec}</ul>"
             f"<h2>Setup</h2><ul>{setup}</ul><h2>Results</h2><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{rows}</tbody></table><h2>Plots</h2>{imgs}<h2>Method</h2><p>{e(METHOD)}</p>"
-            "</body></html>\n")
+            f"<tbody>{rows}</tbody></table>{div}<h2>Plots</h2>{imgs}"
+            f"<h2>Method</h2><p>{e(METHOD)}</p></body></html>\n")
 
 
 def make_plots(summaries: list[ConfigSummary]) -> dict[str, bytes]:

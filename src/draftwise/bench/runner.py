@@ -14,6 +14,7 @@ from draftwise.adaptive import AdaptiveK
 from draftwise.backends.base import Backend
 from draftwise.bench.options import BenchOptions
 from draftwise.bench.prompts import Prompt
+from draftwise.compare import divergence
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.controller import FixedK, KPolicy
 from draftwise.drafters.base import Drafter
@@ -58,6 +59,8 @@ class RunRecord:
     accepted_at: list[int]
     rounds: list[tuple[int, int]] = field(default_factory=list)
     identical: bool | None = None  # greedy: the same tokens as AR on this prompt and repeat
+    diverged_at: int | None = None  # greedy, not identical: first differing token ...
+    ar_margin: float | None = None  # ... and AR's top-2 logit margin there (small: a near-tie)
 
     @property
     def tok_s(self) -> float:
@@ -145,8 +148,7 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
         for pi, pp in enumerate(prompts):
             for rep in range(opts.repeats):
                 seed = opts.seed + 1000 * pi + rep
-                shift = rep % len(group)
-                ar_tokens = None
+                shift = (pi * opts.repeats + rep) % len(group)  # vary who runs first
                 results = {}
                 for cfg in group[shift:] + group[:shift]:
                     rec, tokens = run_one(target, drafters.get(cfg.draft), cfg, opts, pp.ids,
@@ -156,9 +158,23 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
                     if on_run:
                         on_run(rec)
                 ar_tokens = results[group[0]][1]
+                margins = None
                 for cfg in group:
                     rec, tokens = results[cfg]
                     if temp == 0 and not cfg.is_ar:
                         rec.identical = tokens == ar_tokens
+                        if not rec.identical:
+                            margins = margins or ar_margins(target, pp.ids, opts.max_tokens)
+                            div = divergence(tokens, ar_tokens, margins)
+                            rec.diverged_at, rec.ar_margin = div.index, div.ar_margin
                     records.append(rec)
     return records
+
+
+def ar_margins(target: Backend, prompt_ids: list[int], max_tokens: int) -> list[float]:
+    """[n] AR's top-2 logit margin at each greedy token (an extra, untimed run)."""
+    eng = Engine(target, None)
+    eng.trace_margins = True
+    for _ in eng.stream_tokens(prompt_ids, GenerateConfig(max_tokens=max_tokens)):
+        pass
+    return list(eng.margins)

@@ -1,4 +1,4 @@
-"""Load the target and the drafts of a sweep once; tokenize prompts and drop those that won't fit."""
+"""Load a sweep's target and drafts once; tokenize the prompts and drop those that won't fit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from draftwise.bench.drafts import load_drafter
 from draftwise.bench.prompts import Prompt
 from draftwise.bench.runner import PreparedPrompt
 from draftwise.drafters.base import Drafter
+from draftwise.drafters.hybrid import hybrid_base
 from draftwise.errors import DraftwiseError
 from draftwise.loader import BackendOptions, load_backend
 
@@ -32,12 +33,13 @@ def load_models(target: str, drafts: Sequence[str], opts: BackendOptions,
     tgt = load_backend(target, opts)
     drafters: dict[str, Drafter] = {}
     try:
-        for d in dict.fromkeys(drafts):
-            drafters[d] = load_drafter(d, tgt, opts, p_min)
-        yield Models(tgt, drafters, opts)
+        names = list(dict.fromkeys(drafts))
+        for d in sorted(names, key=lambda n: hybrid_base(n) is not None):  # models before hybrids
+            drafters[d] = load_drafter(d, tgt, opts, p_min, drafters)
+        yield Models(tgt, {d: drafters[d] for d in names}, opts)
     finally:
         for dr in drafters.values():
-            dr.close()
+            dr.close()  # closing a shared model twice is harmless
         tgt.close()
 
 

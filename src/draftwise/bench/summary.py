@@ -59,6 +59,7 @@ class ConfigSummary:
     identical: float | None = None  # greedy: fraction of runs with AR's exact tokens
     by_position: list[tuple[int, float, int]] = field(default_factory=list)  # (bin start, alpha, n)
     by_prompt_len: list[tuple[int, float, int]] = field(default_factory=list)  # (n_prompt, a, n)
+    by_category: dict[str, float] = field(default_factory=dict)  # speedup per prompt category
 
     @property
     def is_ar(self) -> bool:
@@ -110,6 +111,9 @@ def summarize(records: list[RunRecord], max_tokens: int = 128) -> list[ConfigSum
         e2e = [np.log((r.n_generated / (r.t_decode + r.t_prefill))
                       / (a.n_generated / (a.t_decode + a.t_prefill))) for r, a in pairs]
         lo, hi = bootstrap_ci(logs)
+        per_cat: dict[str, list[float]] = defaultdict(list)
+        for (r, _), x in zip(pairs, logs):
+            per_cat[r.category].append(float(x))
         n_tok = sum(r.n_generated for r in runs) or 1
         drafted = sum(k for r in runs for k, _ in r.rounds)
         accepted = sum(sum(n for _, n in r.rounds) for r in runs)
@@ -134,7 +138,9 @@ def summarize(records: list[RunRecord], max_tokens: int = 128) -> list[ConfigSum
             ms_target=1e3 * sum(r.t_target for r in runs) / n_tok,
             ms_overhead=1e3 * sum(r.t_overhead for r in runs) / n_tok,
             identical=(sum(ident) / len(ident)) if ident else None,
-            by_position=_acceptance_by_position(runs, width), by_prompt_len=_acceptance_by_prompt(runs)))
+            by_position=_acceptance_by_position(runs, width),
+            by_prompt_len=_acceptance_by_prompt(runs),
+            by_category={c: float(np.exp(np.mean(v))) for c, v in per_cat.items()}))
     return out
 
 

@@ -38,7 +38,7 @@ class HybridParams:
 
 
 class HybridDrafter(Drafter):
-    """NgramDrafter.lookup when confident, else a ModelDrafter; `source` tells which one ran last."""
+    """NgramDrafter.lookup when confident, else the model; `source` tells which one ran last."""
 
     name = "hybrid"
 

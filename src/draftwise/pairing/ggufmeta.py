@@ -29,7 +29,8 @@ _WANTED_STRINGS = {"tokenizer.ggml.tokens"}
 
 @dataclass
 class GGUFMeta:
-    """Metadata key -> value (arrays as lists or numpy arrays); tensors name -> shape (ggml order)."""
+    """kv: metadata key -> value (arrays as lists or numpy arrays); tensors: name -> shape in
+    ggml order (fastest dimension first)."""
 
     kv: dict = field(default_factory=dict)
     tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -46,20 +47,22 @@ class _Cursor:
     def __init__(self, buf, path: str):
         self.buf, self.pos, self.path = buf, 0, path
 
+    def corrupt(self, what: str) -> DraftwiseError:
+        return DraftwiseError(f"{self.path} is truncated or corrupt ({what})")
+
     def unpack(self, fmt: str):
         try:
             v = struct.unpack_from(fmt, self.buf, self.pos)[0]
         except struct.error:
-            raise DraftwiseError(f"{self.path} is truncated or corrupt (GGUF header ends early)") \
-                from None
+            raise self.corrupt("the header ends early") from None
         self.pos += struct.calcsize(fmt)
         return v
 
     def string(self, keep: bool = True) -> str | None:
         n = self.unpack("<Q")
         if self.pos + n > len(self.buf):
-            raise DraftwiseError(f"{self.path} is truncated or corrupt (a string runs past the end)")
-        s = bytes(self.buf[self.pos:self.pos + n]).decode("utf-8", errors="replace") if keep else None
+            raise self.corrupt("a string runs past the end")
+        s = bytes(self.buf[self.pos:self.pos + n]).decode("utf-8", "replace") if keep else None
         self.pos += n
         return s
 
@@ -77,7 +80,7 @@ class _Cursor:
             fmt = _fmt(etype, self.path)
             size = struct.calcsize(fmt) * n
             if self.pos + size > len(self.buf):
-                raise DraftwiseError(f"{self.path} is truncated or corrupt (an array runs past the end)")
+                raise self.corrupt("an array runs past the end")
             arr = np.frombuffer(self.buf, dtype=np.dtype(fmt), count=n, offset=self.pos).copy()
             self.pos += size
             return arr

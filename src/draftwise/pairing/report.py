@@ -70,7 +70,7 @@ def check(target: str, draft: str, *, generate: bool = True) -> Report:
     n_inter = None
     if vm.kind == "different":
         n_inter = len(intersection_map(t, d))
-        items.append(Item("shared tokens", "info" if n_inter else "warn",
+        items.append(Item("shared tokens", "info" if n_inter else "fail",
                           f"{n_inter} draft tokens are also target tokens "
                           f"({100 * n_inter / max(1, d.n_tokens):.0f}% of the draft's); "
                           "sampling drafts only these"))
@@ -88,6 +88,10 @@ def _verdict(vm: VocabMatch, n_inter: int | None, items: list[Item]) -> tuple[st
         return "incompatible", f"the draft cannot generate text ({gen.detail}); pick another draft"
     if vm.kind == "identical":
         return "identical", "same vocabulary: direct speculation"
+    if n_inter == 0:
+        return "incompatible", ("the vocabularies share no token strings, so the draft's tokens "
+                                "cannot be mapped to the target's; pick a draft with a related "
+                                "tokenizer")
     if vm.kind == "compatible":
         what = []
         if vm.padding[0] != vm.padding[1]:

@@ -22,7 +22,7 @@ from draftwise.server.schemas import ChatRequest, CompletionRequest
 from draftwise.server.worker import Job, QueueFull, Worker
 
 log = logging.getLogger("draftwise.server")
-MAX_BODY = 8 << 20
+MAX_BODY = 2 << 20  # bytes; a full 32k-token prompt as ids or text fits many times over
 _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/metrics", "/health"}
 
 

@@ -22,6 +22,7 @@ def _utf8(s: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_utf8)]
 Number = StrictFloat | StrictInt
 MAX_STOPS = 16
+MAX_STOP_CHARS = 256  # the stop matcher's hold-back check is quadratic in a stop string's length
 # Parameters we cannot honour: accepted only at their "off" value.
 _OFF: dict[str, tuple] = {"best_of": (None, 1), "echo": (None, False), "suffix": (None, ""),
                           "logprobs": (None, False), "top_logprobs": (None, 0),
@@ -81,6 +82,8 @@ class _Request(BaseModel):
     def _stops(cls, v: str | list[str] | None) -> list[str] | str | None:
         if isinstance(v, list) and len(v) > MAX_STOPS:
             raise ValueError(f"at most {MAX_STOPS} stop strings")
+        if any(len(s) > MAX_STOP_CHARS for s in ([v] if isinstance(v, str) else v or [])):
+            raise ValueError(f"a stop string may have at most {MAX_STOP_CHARS} characters")
         return v
 
     @property
