@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/draftwise demo
 
 test: install
-	$(BIN)/draftwise models pull qwen2.5-coder-0.5b qwen2.5-coder-1.5b
+	$(BIN)/draftwise models pull qwen2.5-coder-0.5b qwen2.5-coder-1.5b gemma-3-270m
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -23,8 +23,10 @@ from draftwise.loader import BackendOptions, build_engine
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "HumanEval.jsonl"
 
 
-def humaneval_prompts(n: int, skip: int = 0) -> list[str]:
-    rows = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+def humaneval_prompts(n: int, skip: int = 0, path: Path = EVAL) -> list[str]:
+    if not path.is_file():
+        raise SystemExit(f"HumanEval prompts not found at {path}; pass --eval HumanEval.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r["prompt"] for r in rows[skip:skip + n]]
 
 
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--eval", type=Path, default=EVAL, help="HumanEval.jsonl")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     a = ap.parse_args()
 
@@ -45,7 +48,7 @@ def main() -> None:
     engine.trace_margins = True
     drafter = engine.drafter
     cfg = GenerateConfig(max_tokens=a.max_tokens)
-    prompts = humaneval_prompts(a.prompts)
+    prompts = humaneval_prompts(a.prompts, path=a.eval)
     engine.generate("def warmup():\n", GenerateConfig(max_tokens=8))
     rows = {k: [] for k in ["AR", *a.k]}
     for i, prompt in enumerate(prompts):

@@ -96,3 +96,80 @@ def test_models_path_errors_and_list():
     assert r.returncode == 2 and "models quantize qwen2.5-coder-0.5b --to q3_k_m" in r.stderr
     r = run("models", "list")
     assert r.returncode == 0 and "qwen2.5-coder-1.5b" in r.stdout
+
+
+def test_hybrid_draft_name(tiny_models):
+    target, draft = map(str, tiny_models)
+    args = ["--target", target, "--max-tokens", "24", "--json", "for i in range(10): for i in"]
+    sd = run("generate", "--draft", f"ngram+{draft}", "-k", "3", *args)
+    ar = run("generate", "--no-draft", *args)
+    assert sd.returncode == 0, sd.stderr
+    assert json.loads(sd.stdout)["text"] == json.loads(ar.stdout)["text"]
+    assert json.loads(sd.stdout)["stats"]["n_drafted"] > 0
+
+
+def test_check_command(tiny_models, tmp_path):
+    target, draft = map(str, tiny_models)
+    r = run("check", target, draft, "--json")
+    assert r.returncode in (0, 1), r.stderr  # tiny random models may draw warnings, never a fail
+    assert json.loads(r.stdout)["verdict"] == "identical"
+    r = run("check", target, draft)
+    assert "verdict: identical" in r.stdout and "Pairing checklist" in r.stdout
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all")
+    r = run("check", target, str(junk))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_bench_and_advise_commands(tiny_models, tmp_path):
+    target, draft = map(str, tiny_models)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "def quicksort(a):"}\n{"prompt": "for i in range(10):"}\n')
+    common = ["--prompts", str(prompts), "--n-prompts", "1", "--max-tokens", "8"]
+    r = run("bench", "--target", target, "--draft", draft, "--draft", "ngram", "-k", "1-2",
+            "--repeats", "1", "--no-adaptive", "--out", str(tmp_path / "b"), *common)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["summaries"]
+    assert {(s["draft"], s["k"]) for s in rows if s["draft"] != "none"} == {
+        (d, k) for d in (draft, "ngram") for k in (1, 2)}
+    assert (tmp_path / "b" / "report.html").stat().st_size > 0
+    r = run("advise", target, "--drafts", draft, "--k-max", "3", "--out", str(tmp_path / "a"),
+            *common)
+    assert r.returncode == 0, r.stderr
+    advice = json.loads((tmp_path / "a" / "advise.json").read_text())["advice"]
+    assert [a["draft"] for a in advice] == [draft] and 1 <= advice[0]["best_k"] <= 3
+    r = run("bench", "--target", target, "-k", "9-2", "--out", str(tmp_path / "c"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_serve_command(tiny_models):
+    import socket
+
+    import httpx
+
+    target, draft = map(str, tiny_models)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([*EXE, "serve", "--target", target, "--draft", draft, "--port", str(port),
+                          "--name", "tiny"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while True:
+            assert p.poll() is None and time.time() < deadline, p.stderr.read()
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"model": "tiny", "prompt": "def quicksort(a):", "max_tokens": 20,
+                "temperature": 0}
+        out = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()
+        ar = run("generate", "--target", target, "--no-draft", "--max-tokens", "20", "--json",
+                 "def quicksort(a):")
+        assert out["choices"][0]["text"] == json.loads(ar.stdout)["text"]
+        assert out["speculative"]["drafted"] > 0
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)

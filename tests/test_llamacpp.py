@@ -23,7 +23,7 @@ pytestmark = pytest.mark.real
 
 MARGIN_SHIFT = 1.0  # top-2 margin change, batched vs one-token; measured max 0.59 (1544 positions)
 NEAR_TIE = MARGIN_SHIFT  # argmax can flip only where the margin is below the shift
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "HumanEval.jsonl"
+EVAL = Path(__file__).parent / "data" / "humaneval_solutions.jsonl"  # see data/SOURCES.md
 PROMPTS = ["def quicksort(a):\n", "def is_palindrome(s: str) -> bool:\n",
            "class LinkedList:\n    def __init__(self):\n", "# Read a CSV file and sum column 2\n"]
 
@@ -32,7 +32,9 @@ def test_rollback_then_forward_matches_fresh(qwen_pair):
     target = qwen_pair[0]
     ids = target.tokenize("def add(a, b):\n    return a + b\n")
     target.rollback(0)
-    fresh = target.forward(ids, len(ids)).copy()
+    target.forward(ids[:3], 0)
+    # Same batch shapes as below: batches of other sizes take other kernels (module docstring).
+    fresh = target.forward(ids[3:], len(ids) - 3).copy()
     target.rollback(3)
     target.forward([100, 200, 300, 400], 4)
     target.rollback(3)
@@ -40,7 +42,7 @@ def test_rollback_then_forward_matches_fresh(qwen_pair):
     target.rollback(0)
     target.forward(ids[:3], 0)
     assert target.n_past == 3
-    np.testing.assert_allclose(again, fresh[3:], atol=1e-3)
+    np.testing.assert_allclose(again, fresh, atol=1e-4)
 
 
 def test_batched_logits_stay_close_to_single_token_logits(qwen_pair):

@@ -313,10 +313,9 @@ def test_hf_pairs(pair_models, capsys):
 
 
 def _real(name: str) -> str:
-    from draftwise.models.catalog import entry
+    from draftwise.models.pull import pull
 
-    if not entry(name).path.exists():
-        pytest.skip(f"{name} is not downloaded (draftwise models pull {name})")
+    pull(name, progress=False)  # cached after the first time
     return name
 
 

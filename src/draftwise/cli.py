@@ -113,6 +113,113 @@ def generate(
         err.print(line, highlight=False)
 
 
+@app.command()
+def check(
+    target: str = typer.Argument(..., help="target model: catalog name, GGUF, HF directory, hub id"),
+    draft: str = typer.Argument(..., help="draft model"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    no_generate: bool = typer.Option(False, "--no-generate",
+                                     help="skip the short test generation with the draft"),
+) -> None:
+    """Can DRAFT speculate for TARGET? Exit status 0/1/2 for pass/warn/fail."""
+    from draftwise.pairing.render import run_check
+
+    try:
+        code = run_check(target, draft, json_out=as_json, generate=not no_generate)
+    except DraftwiseError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+PromptsOpt = typer.Option([], "--category", "-c", help="built-in prompt set (repeatable): code "
+                          "chat summarization translation qa math rag; default: code")
+PromptFileOpt = typer.Option(None, "--prompts", help="JSONL file of prompts ({'prompt': ...})")
+TempsOpt = typer.Option([0.0], "--temperature", help="temperature (repeatable)")
+OffsetOpt = typer.Option(0, "--prompt-offset", help="skip the first N prompts of each set")
+
+
+@app.command()
+def bench(
+    target: str = typer.Option(..., "--target", "-t", help="target model"),
+    drafts: List[str] = typer.Option(["ngram"], "--draft", "-d",
+                                     help="draft (repeatable): model, ngram or ngram+MODEL"),
+    k_range: str = typer.Option("1-8", "-k", "--k", help="K values, e.g. 1-8 or 2,3,4"),
+    categories: List[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
+    n_prompts: int = typer.Option(10, "--n-prompts", help="prompts per category"),
+    max_tokens: int = typer.Option(128, "--max-tokens"),
+    temperatures: List[float] = TempsOpt,
+    repeats: int = typer.Option(3, "--repeats", help="runs of each configuration per prompt"),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run adaptive K"),
+    p_min: float = typer.Option(0.0, "--p-min"),
+    out: str = typer.Option("bench-results", "--out", help="directory for JSON, CSV and report"),
+    offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
+    backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
+    dtype: str = DtypeOpt,
+) -> None:
+    """Measure AR against each draft and K, interleaved; write a report with a recommendation."""
+    from draftwise.bench import run_bench
+
+    try:
+        run_bench(target, drafts, k_range, categories, prompt_file, n_prompts, max_tokens,
+                  temperatures, repeats, out, adaptive, p_min, offset, seed, backend=backend,
+                  threads=threads, n_ctx=ctx, dtype=dtype, console=Console(soft_wrap=True))
+    except DraftwiseError as e:
+        _fail(e)
+
+
+@app.command()
+def advise(
+    target: str = typer.Argument(..., help="target model"),
+    drafts: List[str] = typer.Option(..., "--drafts", "--draft", "-d",
+                                     help="draft (repeatable): model, ngram or ngram+MODEL"),
+    k_max: int = typer.Option(8, "--k-max", help="predict K = 1..k_max"),
+    categories: List[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
+    n_prompts: int = typer.Option(4, "--n-prompts", help="prompts per category"),
+    max_tokens: int = typer.Option(128, "--max-tokens"),
+    temperatures: List[float] = TempsOpt,
+    out: Optional[str] = typer.Option(None, "--out", help="write advise.json here"),
+    offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
+    backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
+    dtype: str = DtypeOpt,
+) -> None:
+    """Predict the speedup of each draft and K from one teacher-forced pass and measured costs."""
+    from draftwise.bench import run_advise
+
+    try:
+        run_advise(target, drafts, k_max, categories, prompt_file, n_prompts, max_tokens,
+                   temperatures, out, offset, seed=seed, backend=backend, threads=threads, n_ctx=ctx,
+                   dtype=dtype, console=Console(soft_wrap=True))
+    except DraftwiseError as e:
+        _fail(e)
+
+
+@app.command()
+def serve(
+    target: str = typer.Option(..., "--target", "-t", help="target model"),
+    draft: Optional[str] = typer.Option(None, "--draft", "-d", help="draft model, or ngram"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    k: str = KOpt,
+    p_min: float = typer.Option(0.0, "--p-min", help="stop drafting below this draft confidence"),
+    queue: int = typer.Option(16, "--queue", help="requests that may wait; more get 429"),
+    timeout: float = typer.Option(300.0, "--timeout", help="seconds per request, queue included"),
+    name: Optional[str] = typer.Option(None, "--name", help="model name clients use"),
+    backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
+    dtype: str = DtypeOpt,
+) -> None:
+    """Serve the target (with the draft) as an OpenAI-compatible HTTP API."""
+    from draftwise.loader import BackendOptions, build_engine
+    from draftwise.server import serve as run_server
+
+    try:
+        engine = build_engine(target, draft, BackendOptions(backend, threads, ctx, dtype),
+                              _spec(k, p_min))
+        run_server(engine, name or target, host=host, port=port, queue_size=queue,
+                   timeout_s=timeout)
+    except DraftwiseError as e:
+        _fail(e)
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Show the catalog and what is downloaded."""

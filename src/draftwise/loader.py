@@ -8,6 +8,7 @@ from draftwise.backends.base import Backend
 from draftwise.config import SpecConfig
 from draftwise.controller import KPolicy, make_policy
 from draftwise.drafters.base import Drafter
+from draftwise.drafters.hybrid import HybridDrafter, hybrid_base
 from draftwise.drafters.model import ModelDrafter
 from draftwise.drafters.ngram import NgramDrafter
 from draftwise.engine import Engine
@@ -53,11 +54,16 @@ def load_backend(name: str, opts: BackendOptions = BackendOptions()) -> Backend:
 
 def make_drafter(draft: str | None, target: Backend, opts: BackendOptions,
                  spec: SpecConfig) -> Drafter | None:
-    """`none` -> None (autoregressive), `ngram` -> prompt lookup, else a draft model."""
+    """`none` -> None (autoregressive), `ngram` -> prompt lookup, `ngram+MODEL` -> hybrid,
+    else a draft model."""
     if draft is None or draft.lower() in NO_DRAFT:
         return None
     if draft.lower() == "ngram":
         return NgramDrafter()
+    if (base := hybrid_base(draft)) is not None:
+        if base.lower() in (*NO_DRAFT, "ngram"):
+            raise DraftwiseError(f"{draft}: after `ngram+` give a draft model name")
+        return HybridDrafter(make_drafter(base, target, opts, spec))
     backend = load_backend(draft, opts)
     diff = compare_vocab(target, backend)
     if not diff.identical_tokens:  # an id map or a tokenizer bridge (see `draftwise check`)

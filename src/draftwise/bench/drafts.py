@@ -25,11 +25,8 @@ def load_drafter(name: str, target: Backend, opts: BackendOptions, p_min: float 
     """
     spec = SpecConfig(p_min=p_min)
     base = hybrid_base(name)
-    if base is not None:
-        if base.lower() in ("ngram", "none"):
-            raise DraftwiseError(f"{name}: after `ngram+` give a draft model name")
-        model = (loaded or {}).get(base) or make_drafter(base, target, opts, spec)
-        return HybridDrafter(model)
+    if base is not None and base in (loaded or {}):
+        return HybridDrafter(loaded[base])
     drafter = make_drafter(name, target, opts, spec)
     if drafter is None:
         raise DraftwiseError(f"{name!r} is not a draft")
