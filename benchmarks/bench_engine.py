@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from draftwise.compare import divergence
-from draftwise.config import GenerateConfig, SpecConfig
+from draftwise.config import GenerateConfig
 from draftwise.controller import FixedK
 from draftwise.loader import BackendOptions, build_engine
 

@@ -10,10 +10,10 @@ from draftwise.config import SpecConfig
 A, B, T_DRAFT = 0.050, 0.008, 0.012  # verify n tokens: A + B (n - 1); one draft step: T_DRAFT
 
 
-def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT):
+def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT, verify=None):
     """Run rounds until n_tokens are committed. accept(i) -> whether the draft token predicting
     position i is accepted. Returns (tokens per second, K of each round); policy.starts holds the
-    position where each round began."""
+    position where each round began. verify(n) -> seconds replaces a + b (n - 1)."""
     i, t, ks = 0, 0.0, []
     policy.starts = []
     policy.reset()
@@ -22,7 +22,7 @@ def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT):
         n = 0
         while n < k and accept(i + n):
             n += 1
-        cost_d, cost_t = k * t_draft, a + b * k
+        cost_d, cost_t = k * t_draft, verify(k + 1) if verify else a + b * k
         policy.observe(k, n, cost_d, cost_t)
         policy.starts.append(i)
         t += cost_d + cost_t
@@ -54,6 +54,17 @@ def test_starts_at_k_init_then_calibrates_autoregressive_cost():
     assert pol.next_k() == 0  # one plain round measures t_verify(1)
     pol.observe(0, 0, 0.0, A)
     assert pol.cost_line() == pytest.approx((A, B))
+
+
+def test_nonlinear_verify_cost_is_learned():
+    """Verify costs measured for Qwen2.5-Coder-1.5B Q8_0 with llama.cpp on 2 cores (ms per n
+    tokens): 5-7 tokens cost more than 8. A line through them makes K = 4-6 look good; they lose."""
+    ms = {1: 108, 2: 123, 3: 140, 4: 158, 5: 237, 6: 253, 7: 278, 8: 229, 9: 316}
+    verify, accept = (lambda n: ms[n] / 1e3), bernoulli(lambda i: 0.86)
+    fixed = {k: simulate(FixedK(k), accept, verify=verify, t_draft=0.03)[0] for k in range(1, 9)}
+    assert max(fixed, key=fixed.get) in (2, 3) and fixed[3] > 1.1 * fixed[4]
+    g, ks = simulate(AdaptiveK(8, 4), accept, verify=verify, t_draft=0.03)
+    assert sum(k in (4, 5, 6) for k in ks[-300:]) <= 10 and g >= 0.95 * max(fixed.values())
 
 
 def test_all_accepted_drives_k_up():

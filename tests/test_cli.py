@@ -173,3 +173,11 @@ def test_serve_command(tiny_models):
     finally:
         p.send_signal(signal.SIGINT)
         p.wait(timeout=30)
+
+
+@pytest.mark.real
+def test_demo_runs_on_the_real_pair():
+    r = run("demo", "--max-tokens", "16", timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "same text" in r.stdout and "overall speedup" in r.stdout
+    assert r.stdout.count("yes") + r.stdout.count("no: token") == 5  # one row per prompt

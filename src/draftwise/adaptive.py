@@ -4,7 +4,8 @@ Per round the controller sees k drafted, n accepted and the seconds spent in dra
 forwards. From these it keeps
 - a decayed estimate of the per-token acceptance alpha (successes / positions reached),
 - the draft cost per drafted token (EMA), and
-- the target's cost to verify n tokens, t_v(n) = a + b (n - 1), fitted to EMAs per n,
+- the target's cost to verify n tokens t_v(n): an EMA per n measured, else a + b (n - 1) fitted
+  to those (each neighbour of the chosen K is tried once, so that its own cost is known),
 and picks K in 0..k_max maximizing E[tokens | K] / (K t_draft + t_v(K + 1)), where
 E[tokens | K] = (1 - alpha^(K+1)) / (1 - alpha) (Leviathan et al. 2023). K = 0 is a plain
 autoregressive round: speculation is off. While off, it probes with the best K >= 1 every
@@ -78,13 +79,17 @@ class AdaptiveK(KPolicy):
         return max(float(np.mean(y - b * x)), 1e-9), b
 
     def throughputs(self) -> list[float] | None:
-        """[k_max + 1] predicted tokens per second for K = 0..k_max (None before any costs)."""
+        """[k_max + 1] predicted tokens per second for K = 0..k_max (None before any costs).
+
+        A verify size already measured uses its own EMA, not the line: on CPUs the cost is not
+        linear in n (llama.cpp's kernels favour batches that are multiples of 4)."""
         line = self.cost_line()
         if line is None or self._t_draft is None:
             return None
         a, b = line
         alpha = self.alpha
-        return [expected_tokens(alpha, k) / max(a + b * k + k * self._t_draft, 1e-12)
+        t_v = [self._t_verify.get(k + 1, a + b * k) for k in range(self.k_max + 1)]
+        return [expected_tokens(alpha, k) / max(t_v[k] + k * self._t_draft, 1e-12)
                 for k in range(self.k_max + 1)]
 
     def best_k(self, k_min: int = 0) -> int:
@@ -111,6 +116,9 @@ class AdaptiveK(KPolicy):
             return 0  # calibrate: one autoregressive round measures t_v(1)
         k = self.best_k()
         self._probing = False
+        for nb in (k - 1, k + 1):  # measure the neighbours' verify cost once: it is not linear
+            if k > 0 and self._t_verify and 1 <= nb <= self.k_max and nb + 1 not in self._t_verify:
+                return nb
         if k == 0:
             self._off_rounds += 1
             if self._off_rounds > self._interval:

@@ -25,6 +25,11 @@ DtypeOpt = typer.Option("float32", "--dtype", help="transformers: float32 | bflo
 KOpt = typer.Option("auto", "-k", "--k", help="draft length K (1-32), or auto (adaptive)")
 
 
+def _out() -> Console:
+    """stdout console; wide when piped to a file, so that tables keep their model names."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
 def _fail(e: Exception) -> None:
     err.print(f"[red]error:[/red] {e}", highlight=False)
     raise typer.Exit(2)
@@ -94,7 +99,7 @@ def generate(
         engine.stats.finish_reason = "interrupted"
         sys.stdout.write("\n")
         err.print(engine.stats.line(), highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except DraftwiseError as e:
         _fail(e)
     stats, line = engine.stats.to_dict(), engine.stats.line()
@@ -125,7 +130,8 @@ def check(
     from draftwise.pairing.render import run_check
 
     try:
-        code = run_check(target, draft, json_out=as_json, generate=not no_generate)
+        code = run_check(target, draft, json_out=as_json, generate=not no_generate,
+                         console=_out())
     except DraftwiseError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -162,7 +168,7 @@ def bench(
     try:
         run_bench(target, drafts, k_range, categories, prompt_file, n_prompts, max_tokens,
                   temperatures, repeats, out, adaptive, p_min, offset, seed, backend=backend,
-                  threads=threads, n_ctx=ctx, dtype=dtype, console=Console(soft_wrap=True))
+                  threads=threads, n_ctx=ctx, dtype=dtype, console=_out())
     except DraftwiseError as e:
         _fail(e)
 
@@ -187,8 +193,8 @@ def advise(
 
     try:
         run_advise(target, drafts, k_max, categories, prompt_file, n_prompts, max_tokens,
-                   temperatures, out, offset, seed=seed, backend=backend, threads=threads, n_ctx=ctx,
-                   dtype=dtype, console=Console(soft_wrap=True))
+                   temperatures, out, offset, seed=seed, backend=backend, threads=threads,
+                   n_ctx=ctx, dtype=dtype, console=_out())
     except DraftwiseError as e:
         _fail(e)
 
@@ -228,10 +234,12 @@ def models_list() -> None:
     from draftwise.models.pull import list_models
 
     table = Table("name", "quant", "size", "present", "path")
+    table.columns[0].no_wrap = True  # names are what users copy: never cut them
+    table.columns[4].overflow = "fold"
     for m in list_models():
         table.add_row(m["name"], m["quant"], f"{m['size'] / 1e6:,.0f} MB",
                       "yes" if m["present"] else "no", str(m["path"]))
-    Console().print(table)
+    _out().print(table)
 
 
 @models_app.command("pull")

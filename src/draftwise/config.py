@@ -41,7 +41,7 @@ class SpecConfig:
     p_min: the draft stops proposing once its own top probability falls below this (0 = never).
     """
 
-    k: int = 4
+    k: int = 3
     adaptive: bool = False
     k_max: int = 8
     p_min: float = 0.0

@@ -9,8 +9,8 @@ from draftwise.compare import divergence
 from draftwise.config import GenerateConfig, SpecConfig
 from draftwise.loader import BackendOptions, build_engine
 
-TARGET_BASE, DRAFT = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
-TARGET = f"{TARGET_BASE}-q8_0"
+TARGET_BASE, DRAFT_BASE = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
+TARGET, DRAFT = f"{TARGET_BASE}-q8_0", f"{DRAFT_BASE}-q4_0"  # 8-bit target, fast 4-bit draft
 PROMPTS = [
     "def quicksort(a):\n",
     "def is_prime(n: int) -> bool:\n",
@@ -25,9 +25,10 @@ def run_demo(max_tokens: int = 128, k: int = 3, threads: int | None = None) -> N
     from draftwise.models.quantize import QUANT_NOTE, quantize
 
     out = Console()
-    for name in (TARGET_BASE, DRAFT):
+    for name in (TARGET_BASE, DRAFT_BASE):
         pull(name)
     quantize(TARGET_BASE, "q8_0")
+    quantize(DRAFT_BASE, "q4_0", allow_requantize=True)  # Q4_0 steps ~30% faster than Q4_K_M
     out.print(f"target {TARGET} (llama.cpp), draft {DRAFT}, K={k}, greedy, {max_tokens} tokens")
     out.print(f"[dim]{QUANT_NOTE}[/dim]")
     engine = build_engine(TARGET, DRAFT, BackendOptions(threads=threads), SpecConfig(k=k))

@@ -6,6 +6,7 @@ result is saved as an HF directory in the model cache so later loads take second
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -41,6 +42,11 @@ def _convert_gguf(gguf: Path, dtype: str) -> Path:
         kw = dict(gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=getattr(torch, dtype), **kw)
         AutoTokenizer.from_pretrained(gguf.parent, **kw).save_pretrained(tmp)
+        # The weights are already dequantized; drop the GGUF "quantizer" so the model saves as a
+        # plain checkpoint (transformers refuses to serialize a GGUF-quantized model).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         os.replace(tmp, out)
     finally:
@@ -81,6 +87,9 @@ class TransformersBackend(Backend):
                 f"cannot load {source!r} with transformers: {str(e).splitlines()[0]} "
                 "(offline? give a local GGUF file or HF directory)") from e
         self.model.eval()
+        # transformers >= 5.2x names the KV cache argument `cache`; earlier 5.x `past_key_values`.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         cfg = self.model.config
         max_pos = getattr(cfg, "max_position_embeddings", None) or 4096
         self.n_ctx = min(n_ctx, max_pos) if n_ctx else max_pos
@@ -118,8 +127,8 @@ class TransformersBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             ids = torch.tensor([list(tokens)], dtype=torch.long)
-            out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True,
-                             logits_to_keep=max(n_logits, 1))
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=max(n_logits, 1),
+                             **{self._cache_arg: self._cache})
         self._n_past += len(tokens)
         if n_logits == 0:
             return np.empty((0, self.vocab.n_vocab), dtype=np.float32)
