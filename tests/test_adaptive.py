@@ -10,11 +10,12 @@ from draftwise.config import SpecConfig
 A, B, T_DRAFT = 0.050, 0.008, 0.012  # verify n tokens: A + B (n - 1); one draft step: T_DRAFT
 
 
-def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT, verify=None):
+def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT, verify=None, catch_up=0.0):
     """Run rounds until n_tokens are committed. accept(i) -> whether the draft token predicting
     position i is accepted. Returns (tokens per second, K of each round); policy.starts holds the
-    position where each round began. verify(n) -> seconds replaces a + b (n - 1)."""
-    i, t, ks = 0, 0.0, []
+    position where each round began. verify(n) -> seconds replaces a + b (n - 1). catch_up: seconds
+    per token the draft model must process after rounds without drafting (its cache fell behind)."""
+    i, t, ks, behind = 0, 0.0, [], 0
     policy.starts = []
     policy.reset()
     while i < n_tokens:
@@ -23,6 +24,10 @@ def simulate(policy, accept, n_tokens=2000, a=A, b=B, t_draft=T_DRAFT, verify=No
         while n < k and accept(i + n):
             n += 1
         cost_d, cost_t = k * t_draft, verify(k + 1) if verify else a + b * k
+        if k > 0:
+            cost_d, behind = cost_d + catch_up * behind, 0
+        else:
+            behind += 1
         policy.observe(k, n, cost_d, cost_t)
         policy.starts.append(i)
         t += cost_d + cost_t
@@ -69,7 +74,7 @@ def test_nonlinear_verify_cost_is_learned():
 
 def test_all_accepted_drives_k_up():
     _, ks = simulate(AdaptiveK(8, 4), lambda i: True)
-    assert ks[-50:] == [8] * 50
+    assert ks[-50:].count(8) >= 48  # K = 7 now and then: re-measuring the neighbour's cost
 
 
 def test_all_rejected_turns_speculation_off_and_probes_less_often():
@@ -100,11 +105,14 @@ def test_close_to_best_fixed_k_at_constant_acceptance(alpha):
     assert g >= 0.95 * best_fixed(lambda i: alpha)
 
 
-def test_beats_best_fixed_k_on_mixed_segments():
+@pytest.mark.parametrize("catch_up", [0.0, 0.4 * T_DRAFT])
+def test_beats_best_fixed_k_on_mixed_segments(catch_up):
+    """Good and bad stretches; with catch_up, a probe after an off stretch also pays for the
+    draft's catching up, which must not be mistaken for the draft's per-token cost."""
     def alpha_at(i):
         return 0.9 if (i // 300) % 2 == 0 else 0.15
 
-    g, ks = simulate(AdaptiveK(8, 4), bernoulli(alpha_at), n_tokens=6000)
+    g, ks = simulate(AdaptiveK(8, 4), bernoulli(alpha_at), n_tokens=6000, catch_up=catch_up)
     assert g >= best_fixed(alpha_at)
     assert g >= 1 / A  # and beats AR
     assert 0 in ks and max(ks) >= 5
@@ -162,3 +170,16 @@ def test_engine_with_adaptive_k_is_lossless(tiny_models):
         out = eng.generate("def quicksort(a):", cfg)
         assert out.tokens == ar
     assert 0 in eng.stats.k_used and max(eng.stats.k_used) > 0
+
+
+def test_expected_tokens_follow_acceptance_per_position():
+    """Bursty acceptance: the first draft token is accepted half the time, and then all are.
+    Per position a = (0.5, 1, 1) gives 1 + .5 + .5 + .5 = 2.5 tokens at K = 3; the pooled
+    i.i.d. alpha (1.5 of 2 reached positions) would say 2.73."""
+    pol = AdaptiveK(k_max=3, k_init=3)
+    for r in range(400):
+        pol.observe(3, 3 * (r % 2), 0.03, 0.1)
+    assert pol.expected_tokens(3) == pytest.approx(2.5, abs=0.1)  # shrunk a little to alpha
+    assert expected_tokens(pol.alpha, 3) == pytest.approx(2.73, abs=0.05)
+    assert pol.expected_tokens(3) < expected_tokens(pol.alpha, 3) - 0.1
+    assert pol.expected_tokens(0) == 1.0
