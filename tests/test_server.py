@@ -319,14 +319,15 @@ def test_disconnect_while_queued_frees_the_slot(srv, throttle):
 def test_timeout(tiny_models, ref):
     engine = build_engine(str(tiny_models[0]), str(tiny_models[1]))
     throttle = Throttle(engine.target)
-    throttle.delay = 0.05
+    throttle.delay = 0.3  # prefill + one round alone exceed the timeout, even if EOS came next
     with live(engine, timeout_s=0.5) as s:
         with pytest.raises(openai.APIStatusError) as e:
-            s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=200)
+            s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=200,
+                                        temperature=0)
         assert e.value.status_code == 504 and e.value.body["code"] == "timeout"
         with pytest.raises(openai.APIError, match="timed out"):
             list(s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=200,
-                                             stream=True))
+                                             temperature=0, stream=True))
         throttle.delay = 0.0
         r = s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=8, temperature=0)
         assert r.choices[0].text == expected(ref, PROMPTS[0], max_tokens=8).text

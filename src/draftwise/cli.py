@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 import typer
@@ -89,12 +91,18 @@ def generate(
     except DraftwiseError as e:
         _fail(e)
     parts: list[str] = []
+    # Ctrl-C sets a flag checked between rounds: a KeyboardInterrupt raised inside one of
+    # llama-cpp-python's ctypes callbacks would be swallowed there.
+    interrupted = threading.Event()
+    old_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
         for delta in engine.stream(prompt, cfg):
             parts.append(delta)
             if not as_json:
                 sys.stdout.write(delta)
                 sys.stdout.flush()
+            if interrupted.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         engine.stats.finish_reason = "interrupted"
         sys.stdout.write("\n")
@@ -102,6 +110,8 @@ def generate(
         raise typer.Exit(130) from None
     except DraftwiseError as e:
         _fail(e)
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     stats, line = engine.stats.to_dict(), engine.stats.line()
     if compare_ar:
         sd_tokens = list(engine.tokens)
