@@ -102,7 +102,6 @@ class AdaptiveK(KPolicy):
         if line is None or self._t_draft is None:
             return None
         a, b = line
-        alpha = self.alpha
         cost = [self._t_round.get(k, self._t_verify.get(k + 1, a + b * k) + k * self._t_draft)
                 for k in range(self.k_max + 1)]
         return [self.expected_tokens(k) / max(cost[k], 1e-12) for k in range(self.k_max + 1)]
