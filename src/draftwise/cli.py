@@ -70,7 +70,7 @@ def generate(
     dtype: str = DtypeOpt,
 ) -> None:
     """Generate text from PROMPT with the target, speculating with the draft."""
-    from draftwise.compare import divergence
+    from draftwise.compare import ar_reference, divergence
     from draftwise.config import GenerateConfig, SamplingConfig
     from draftwise.loader import BackendOptions, build_engine
 
@@ -87,7 +87,6 @@ def generate(
             prompt = sys.stdin.read()
         if chat:
             prompt = engine.target.apply_chat_template([{"role": "user", "content": prompt}])
-        engine.trace_margins = compare_ar
     except DraftwiseError as e:
         _fail(e)
     parts: list[str] = []
@@ -114,11 +113,7 @@ def generate(
         signal.signal(signal.SIGINT, old_handler)
     stats, line = engine.stats.to_dict(), engine.stats.line()
     if compare_ar:
-        sd_tokens = list(engine.tokens)
-        drafter, engine.drafter = engine.drafter, None
-        engine.generate(prompt, cfg)
-        engine.drafter = drafter
-        div = divergence(sd_tokens, engine.tokens, engine.margins)
+        div = divergence(engine.tokens, *ar_reference(engine.target, prompt, cfg))
         stats["identical_to_ar"], stats["divergence_margin"] = div.identical, div.ar_margin
         err.print(div.describe(), highlight=False)
     if as_json:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from draftwise.backends.base import Backend
+    from draftwise.config import GenerateConfig
 
 
 @dataclass(frozen=True)
@@ -27,3 +31,15 @@ def divergence(sd: Sequence[int], ar: Sequence[int], ar_margins: Sequence[float]
     if n == len(sd) == len(ar):
         return Divergence(True)
     return Divergence(False, n, ar_margins[n] if n < len(ar_margins) else None)
+
+
+def ar_reference(target: Backend, prompt: str | Sequence[int],
+                 cfg: GenerateConfig) -> tuple[list[int], list[float]]:
+    """AR's tokens [n] and its top-2 logit margin at each [n]: an extra run, never timed (tracing
+    margins costs a partition over the vocabulary per round, kept out of measured runs)."""
+    from draftwise.engine import Engine
+
+    eng = Engine(target)
+    eng.trace_margins = True
+    eng.generate(prompt, cfg)
+    return list(eng.tokens), list(eng.margins)

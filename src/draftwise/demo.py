@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from draftwise.compare import divergence
+from draftwise.compare import ar_reference, divergence
 from draftwise.config import GenerateConfig, SpecConfig
 from draftwise.loader import BackendOptions, build_engine
 
@@ -32,7 +32,6 @@ def run_demo(max_tokens: int = 128, k: int = 3, threads: int | None = None) -> N
     out.print(f"target {TARGET} (llama.cpp), draft {DRAFT}, K={k}, greedy, {max_tokens} tokens")
     out.print(f"[dim]{QUANT_NOTE}[/dim]")
     engine = build_engine(TARGET, DRAFT, BackendOptions(threads=threads), SpecConfig(k=k))
-    engine.trace_margins = True
     cfg = GenerateConfig(max_tokens=max_tokens)
     drafter = engine.drafter
     engine.generate("def warmup():\n", GenerateConfig(max_tokens=8))  # first decode allocates
@@ -42,10 +41,10 @@ def run_demo(max_tokens: int = 128, k: int = 3, threads: int | None = None) -> N
     for prompt in PROMPTS:
         engine.drafter = None
         ar = engine.generate(prompt, cfg)
-        ar_tokens, ar_margins = ar.tokens, list(engine.margins)
         engine.drafter = drafter
         sd = engine.generate(prompt, cfg)
-        div = divergence(sd.tokens, ar_tokens, ar_margins)
+        div = divergence(sd.tokens, ar.tokens, [] if sd.tokens == ar.tokens else
+                         ar_reference(engine.target, prompt, cfg)[1])
         tot_ar += ar.stats.t_decode / max(ar.stats.n_generated, 1)
         tot_sd += sd.stats.t_decode / max(sd.stats.n_generated, 1)
         table.add_row(prompt.splitlines()[0][:32], f"{ar.stats.tok_s:.1f}", f"{sd.stats.tok_s:.1f}",

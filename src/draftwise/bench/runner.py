@@ -14,7 +14,7 @@ from draftwise.adaptive import AdaptiveK
 from draftwise.backends.base import Backend
 from draftwise.bench.options import BenchOptions
 from draftwise.bench.prompts import Prompt
-from draftwise.compare import divergence
+from draftwise.compare import ar_reference, divergence
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.controller import FixedK, KPolicy
 from draftwise.drafters.base import Drafter
@@ -164,17 +164,10 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
                     if temp == 0 and not cfg.is_ar:
                         rec.identical = tokens == ar_tokens
                         if not rec.identical:
-                            margins = margins or ar_margins(target, pp.ids, opts.max_tokens)
+                            margins = margins or ar_reference(
+                                target, pp.ids, GenerateConfig(max_tokens=opts.max_tokens))[1]
                             div = divergence(tokens, ar_tokens, margins)
                             rec.diverged_at, rec.ar_margin = div.index, div.ar_margin
                     records.append(rec)
     return records
 
-
-def ar_margins(target: Backend, prompt_ids: list[int], max_tokens: int) -> list[float]:
-    """[n] AR's top-2 logit margin at each greedy token (an extra, untimed run)."""
-    eng = Engine(target, None)
-    eng.trace_margins = True
-    for _ in eng.stream_tokens(prompt_ids, GenerateConfig(max_tokens=max_tokens)):
-        pass
-    return list(eng.margins)
