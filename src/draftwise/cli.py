@@ -37,6 +37,17 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _save_costs(engine) -> None:
+    """Keep adaptive K's measured costs for the next run of this pairing."""
+    if engine.cost_file is not None:
+        from draftwise.costs import save_costs
+
+        try:
+            save_costs(engine.policy, engine.cost_file)
+        except OSError as e:  # a read-only cache costs the next run a few rounds, nothing more
+            err.print(f"note: could not save adaptive K's costs to {engine.cost_file}: {e}")
+
+
 def _spec(k: str, p_min: float):
     from draftwise.config import SpecConfig
 
@@ -111,6 +122,7 @@ def generate(
         _fail(e)
     finally:
         signal.signal(signal.SIGINT, old_handler)
+    _save_costs(engine)
     stats, line = engine.stats.to_dict(), engine.stats.line()
     if compare_ar:
         div = divergence(engine.tokens, *ar_reference(engine.target, prompt, cfg))
@@ -227,6 +239,7 @@ def serve(
                               _spec(k, p_min))
         run_server(engine, name or target, host=host, port=port, queue_size=queue,
                    timeout_s=timeout)
+        _save_costs(engine)
     except DraftwiseError as e:
         _fail(e)
 

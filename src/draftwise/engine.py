@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ class Engine:
         # self.margins (for locating near-ties where batched and one-token logits may disagree).
         self.trace_margins = False
         self.margins: list[float] = []
+        self.cost_file: Path | None = None  # where the loader keeps an adaptive policy's costs
 
     def prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
         ids = self.target.tokenize(prompt) if isinstance(prompt, str) else list(prompt)

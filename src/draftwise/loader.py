@@ -78,11 +78,20 @@ def make_drafter(draft: str | None, target: Backend, opts: BackendOptions,
 
 
 def build_engine(target: str, draft: str | None, opts: BackendOptions = BackendOptions(),
-                 spec: SpecConfig = SpecConfig(), policy: KPolicy | None = None) -> Engine:
+                 spec: SpecConfig = SpecConfig(), policy: KPolicy | None = None,
+                 remember_costs: bool = True) -> Engine:
+    """remember_costs: an adaptive policy starts from the costs saved by earlier runs of this
+    pairing, and engine.cost_file says where to save them (costs.save_costs)."""
     tgt = load_backend(target, opts)
     try:
         drafter = make_drafter(draft, tgt, opts, spec)
     except BaseException:
         tgt.close()
         raise
-    return Engine(tgt, drafter, spec, policy or make_policy(spec))
+    engine = Engine(tgt, drafter, spec, policy or make_policy(spec))
+    if remember_costs and drafter is not None and spec.adaptive:
+        from draftwise.costs import cost_file, load_costs
+
+        engine.cost_file = cost_file(target, draft, opts.backend, opts.threads, opts.dtype)
+        load_costs(engine.policy, engine.cost_file)
+    return engine

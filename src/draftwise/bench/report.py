@@ -25,7 +25,9 @@ METHOD = (
     "percentile-bootstrap interval; prefill is excluded (bench.json and bench.csv also give "
     "speedup_e2e, which includes it). alpha = accepted / drafted tokens; "
     "tau = tokens per target forward. Acceptance per position is P(position i accepted | "
-    "positions before it accepted). Adaptive K starts a fresh controller per generation.")
+    "positions before it accepted). Adaptive K keeps one controller per configuration through "
+    "the sweep (measured costs carry over; acceptance is down-weighted for each new prompt), as "
+    "in `serve` and `generate`.")
 
 
 @dataclass

@@ -102,18 +102,22 @@ def sweep_configs(opts: BenchOptions) -> list[BenchConfig]:
     return out
 
 
-def _policy(cfg: BenchConfig, opts: BenchOptions) -> tuple[SpecConfig, KPolicy]:
-    if cfg.k is None:  # a fresh controller per generation, as `generate` would start
-        spec = SpecConfig(k=min(4, opts.k_max), adaptive=True, k_max=opts.k_max, p_min=opts.p_min)
+def make_run_policy(cfg: BenchConfig, opts: BenchOptions) -> tuple[SpecConfig, KPolicy]:
+    """The SpecConfig and policy of a configuration: adaptive K up to the largest swept K."""
+    if cfg.k is None:
+        spec = SpecConfig(k=min(SpecConfig.k, opts.k_max), adaptive=True, k_max=opts.k_max,
+                          p_min=opts.p_min)
         return spec, AdaptiveK(k_max=spec.k_max, k_init=spec.k)
     spec = SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min)
     return spec, FixedK(cfg.k)
 
 
 def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: BenchOptions,
-            prompt_ids: list[int], seed: int, max_tokens: int) -> tuple[RunRecord, list[int]]:
-    """Generate once with cfg; returns the record (prompt fields unset) and the tokens."""
-    spec, inner = _policy(cfg, opts)
+            prompt_ids: list[int], seed: int, max_tokens: int,
+            policy: tuple[SpecConfig, KPolicy] | None = None) -> tuple[RunRecord, list[int]]:
+    """Generate once with cfg; returns the record (prompt fields unset) and the tokens.
+    policy: the configuration's (spec, policy) kept across runs; a new one if None."""
+    spec, inner = policy or make_run_policy(cfg, opts)
     policy = RecordingPolicy(inner)
     engine = Engine(target, drafter, spec, policy)
     gen = GenerateConfig(max_tokens=max_tokens,
@@ -142,6 +146,9 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
             if cfg.k in (None, opts.k_max) or cfg.is_ar:
                 run_one(target, drafters.get(cfg.draft), cfg, opts, prompts[0].ids, 0,
                         warmup_tokens)
+    # One policy per configuration for the whole sweep, as in `serve` (and `generate`, which
+    # loads the costs measured before): adaptive K keeps its costs across generations.
+    policies = {cfg: make_run_policy(cfg, opts) for cfg in configs}
     records: list[RunRecord] = []
     for temp in opts.temperatures:
         group = [c for c in configs if c.temperature == temp]
@@ -152,7 +159,7 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
                 results = {}
                 for cfg in group[shift:] + group[:shift]:
                     rec, tokens = run_one(target, drafters.get(cfg.draft), cfg, opts, pp.ids,
-                                          seed, opts.max_tokens)
+                                          seed, opts.max_tokens, policies[cfg])
                     rec.prompt_id, rec.category, rec.repeat = pp.prompt.id, pp.prompt.category, rep
                     results[cfg] = (rec, tokens)
                     if on_run:
