@@ -26,8 +26,8 @@ METHOD = (
     "speedup_e2e, which includes it). alpha = accepted / drafted tokens; "
     "tau = tokens per target forward. Acceptance per position is P(position i accepted | "
     "positions before it accepted). Adaptive K keeps one controller per configuration through "
-    "the sweep (measured costs carry over; acceptance is down-weighted for each new prompt), as "
-    "in `serve` and `generate`.")
+    "the sweep (measured costs carry over; each new prompt starts from the long-run "
+    "acceptance), as in `serve` and `generate`.")
 
 
 @dataclass
