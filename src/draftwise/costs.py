@@ -16,6 +16,7 @@ from pathlib import Path
 
 from draftwise.adaptive import AdaptiveK
 from draftwise.controller import KPolicy
+from draftwise.errors import DraftwiseError
 
 
 def cost_file(target: str, draft: str, backend: str, threads: int | None, dtype: str) -> Path:
@@ -26,7 +27,7 @@ def cost_file(target: str, draft: str, backend: str, threads: int | None, dtype:
     def ident(name: str) -> str:
         try:
             ref = resolve(name).ref
-        except Exception:  # noqa: BLE001 - ngram, ngram+MODEL: the name is the identity
+        except DraftwiseError:  # ngram, ngram+MODEL: the name is the identity
             return name
         p = Path(ref)
         return f"{p.resolve()}:{p.stat().st_size}" if p.is_file() else ref

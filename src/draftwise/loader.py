@@ -78,10 +78,9 @@ def make_drafter(draft: str | None, target: Backend, opts: BackendOptions,
 
 
 def build_engine(target: str, draft: str | None, opts: BackendOptions = BackendOptions(),
-                 spec: SpecConfig = SpecConfig(), policy: KPolicy | None = None,
-                 remember_costs: bool = True) -> Engine:
-    """remember_costs: an adaptive policy starts from the costs saved by earlier runs of this
-    pairing, and engine.cost_file says where to save them (costs.save_costs)."""
+                 spec: SpecConfig = SpecConfig(), policy: KPolicy | None = None) -> Engine:
+    """With adaptive K, the policy starts from the state saved by earlier runs of this pairing,
+    and engine.cost_file says where to save it (costs.save_costs)."""
     tgt = load_backend(target, opts)
     try:
         drafter = make_drafter(draft, tgt, opts, spec)
@@ -89,7 +88,7 @@ def build_engine(target: str, draft: str | None, opts: BackendOptions = BackendO
         tgt.close()
         raise
     engine = Engine(tgt, drafter, spec, policy or make_policy(spec))
-    if remember_costs and drafter is not None and spec.adaptive:
+    if drafter is not None and spec.adaptive:
         from draftwise.costs import cost_file, load_costs
 
         engine.cost_file = cost_file(target, draft, opts.backend, opts.threads, opts.dtype)

@@ -114,10 +114,10 @@ def make_run_policy(cfg: BenchConfig, opts: BenchOptions) -> tuple[SpecConfig, K
 
 def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: BenchOptions,
             prompt_ids: list[int], seed: int, max_tokens: int,
-            policy: tuple[SpecConfig, KPolicy] | None = None) -> tuple[RunRecord, list[int]]:
+            kept: tuple[SpecConfig, KPolicy] | None = None) -> tuple[RunRecord, list[int]]:
     """Generate once with cfg; returns the record (prompt fields unset) and the tokens.
-    policy: the configuration's (spec, policy) kept across runs; a new one if None."""
-    spec, inner = policy or make_run_policy(cfg, opts)
+    kept: the configuration's (spec, policy) kept across runs; a new one if None."""
+    spec, inner = kept or make_run_policy(cfg, opts)
     policy = RecordingPolicy(inner)
     engine = Engine(target, drafter, spec, policy)
     gen = GenerateConfig(max_tokens=max_tokens,
