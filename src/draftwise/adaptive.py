@@ -122,29 +122,29 @@ class AdaptiveK(KPolicy):
         a, b = line
         cost = [self._t_round.get(k, self._t_verify.get(k + 1, a + b * k) + k * self._t_draft)
                 for k in range(self.k_max + 1)]
-        return [self.expected_tokens(k) / max(cost[k], 1e-12) for k in range(self.k_max + 1)]
+        tokens = self._expected_tokens()
+        return [tokens[k] / max(cost[k], 1e-12) for k in range(self.k_max + 1)]
+
+    def _expected_tokens(self) -> np.ndarray:
+        """[k_max + 1] E[tokens | K] = 1 + sum_{j<=K} prod_{i<=j} a_i, a_i: acceptance at position
+        i given all before accepted, shrunk towards the pooled alpha where evidence is little."""
+        w = self.p.position_prior
+        a = (self._pos[0] + w * self.alpha) / (self._pos[1] + w)
+        return 1.0 + np.concatenate(([0.0], np.cumsum(np.cumprod(a))))
 
     def expected_tokens(self, k: int) -> float:
-        """1 + sum_j prod_{i<=j} a_i, a_i: acceptance at position i given all before accepted,
-        shrunk towards the pooled alpha where position i has little evidence."""
-        w, alpha = self.p.position_prior, self.alpha
-        a = (self._pos[0, :k] + w * alpha) / (self._pos[1, :k] + w)
-        return float(1.0 + np.cumprod(a).sum())
+        return float(self._expected_tokens()[k])
 
-    def best_k(self, k_min: int = 0) -> int:
-        """argmax of predicted throughput over K in k_min..k_max; K = 0 must win by the margin."""
-        g = self.throughputs()
+    def best_k(self, k_min: int = 0, g: list[float] | None = None) -> int:
+        """argmax of predicted throughput g (default: throughputs()) over K in k_min..k_max;
+        K = 0 must win by the margin."""
+        g = self.throughputs() if g is None else g
         if g is None:
             return max(self.k_init, k_min)
         k_spec = 1 + int(np.argmax(g[1:]))
         if k_min == 0 and g[0] * (1.0 + self.p.margin) > g[k_spec]:
             return 0
         return k_spec
-
-    def _off_within(self, ratio: float) -> bool:
-        """Whether predicted AR throughput x (1 + ratio) beats the best K >= 1."""
-        g = self.throughputs()
-        return g is not None and g[0] * (1.0 + ratio) > max(g[1:])
 
     def state(self) -> dict:
         """What holds beyond one generation, JSON-ready: the measured costs (seconds) and the
@@ -175,12 +175,14 @@ class AdaptiveK(KPolicy):
 
     def next_k(self) -> int:
         self._probing = False
+        g = self.throughputs()  # once per round: every choice below reads the same prediction
         if self._gen_rounds < self.p.min_rounds_off:
-            k = self.best_k(k_min=1)
-        elif 1 not in self._t_verify and self._off_within(self.p.calibrate_within):
+            k = self.best_k(1, g)
+        elif (1 not in self._t_verify and g is not None
+              and g[0] * (1.0 + self.p.calibrate_within) > max(g[1:])):
             return 0  # turning off may pay: one autoregressive round measures t_v(1)
         else:
-            k = self.best_k()
+            k = self.best_k(0, g)
         explored, self._explored = self._explored, False
         for nb in (k - 1, k + 1):  # keep the neighbours' round costs measured and fresh
             stale = self._rounds - self._last.get(nb, -10**9) > self.p.refresh_every
@@ -193,7 +195,7 @@ class AdaptiveK(KPolicy):
             if self._off_rounds > self._interval:
                 self._off_rounds = 0
                 self._probing = True
-                k = max(self.best_k(k_min=1), min(self.p.probe_k, self.k_max))
+                k = max(self.best_k(1, g), min(self.p.probe_k, self.k_max))
         else:
             self._off_rounds = 0
             self._interval = self.p.probe_every

@@ -33,9 +33,7 @@ def cost_file(target: str, draft: str, backend: str, threads: int | None, dtype:
         return f"{p.resolve()}:{p.stat().st_size}" if p.is_file() else ref
 
     key = json.dumps([ident(target), ident(draft), backend, threads, os.cpu_count(), dtype])
-    d = cache_dir() / "costs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+    return cache_dir() / "costs" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
 
 
 def load_costs(policy: KPolicy, path: Path) -> bool:
@@ -52,12 +50,14 @@ def load_costs(policy: KPolicy, path: Path) -> bool:
 def save_costs(policy: KPolicy, path: Path) -> None:
     """Write an adaptive policy's state to path (temp file, then rename); nothing before any
     round cost was measured."""
-    if not isinstance(policy, AdaptiveK) or not policy.state()["t_round"]:
+    state = policy.state() if isinstance(policy, AdaptiveK) else None
+    if not state or not state["t_round"]:
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(policy.state(), f)
+            json.dump(state, f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
