@@ -8,7 +8,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
   -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,9 +22,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/draftwise demo
 
-test: install
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
 	$(BIN)/draftwise models pull qwen2.5-coder-0.5b qwen2.5-coder-1.5b gemma-3-270m
 	$(BIN)/python -m pytest -q
+
+# The inner loop: no real models (tiny ones are built on the fly), no lint.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not real"
 
 bench: install
 	$(BIN)/python benchmarks/bench_engine.py

@@ -4,8 +4,11 @@
         --k 2 3 4 5 --prompts 10 --max-tokens 128
     python benchmarks/bench_engine.py --backend transformers --dtype bfloat16 ...
 
-Prints per K: tok/s AR and SD (mean time per token), speedup, alpha, tau, the time split and how
-many outputs are token-identical to AR (with AR's top-2 logit margin where they are not).
+Per prompt the configurations run back to back in an order rotated by the prompt index, so that a
+slow phase of the machine hits all of them alike. Prints per K: tok/s AR and SD (mean time per
+token), speedup decode-only (the rounds after prefill) and end to end (prefill included: the target
+and, for SD, the draft prefill the prompt), alpha, tau, the time split and how many outputs are
+token-identical to AR (with AR's top-2 logit margin where they are not).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import statistics
 from pathlib import Path
 
 from draftwise.compare import ar_reference, divergence
-from draftwise.config import GenerateConfig
-from draftwise.controller import FixedK
-from draftwise.loader import BackendOptions, build_engine
+from draftwise.config import GenerateConfig, SpecConfig
+from draftwise.engine import Engine
+from draftwise.loader import BackendOptions, open_engine
+from draftwise.policy import FixedK
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "HumanEval.jsonl"
 
@@ -44,38 +48,50 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     a = ap.parse_args()
 
-    engine = build_engine(a.target, a.draft, BackendOptions(a.backend, a.threads, 4096, a.dtype))
-    drafter = engine.drafter
+    with open_engine(a.target, a.draft, BackendOptions(a.backend, a.threads, 4096, a.dtype),
+                     SpecConfig(k=max(a.k))) as engine:
+        rows, backend = run_all(engine, a)
+        report(rows, backend, a)
+
+
+def run_all(engine: Engine, a) -> tuple[dict, str]:
+    plain = Engine(engine.target)  # the same target without a draft
     cfg = GenerateConfig(max_tokens=a.max_tokens)
     prompts = humaneval_prompts(a.prompts, path=a.eval)
     engine.generate("def warmup():\n", GenerateConfig(max_tokens=8))
-    rows = {k: [] for k in ["AR", *a.k]}
+    keys = ["AR", *a.k]
+    rows = {k: [] for k in keys}
     for i, prompt in enumerate(prompts):
-        engine.drafter = None
-        ar = engine.generate(prompt, cfg)
+        gens = {}
+        for key in keys[i % len(keys):] + keys[:i % len(keys)]:  # who runs first rotates
+            gens[key] = (plain.generate(prompt, cfg) if key == "AR" else
+                         engine.generate(prompt, cfg, policy=FixedK(key)))
+        ar = gens["AR"]
         margins: list[float] = []  # AR's top-2 margins, from an untimed run when first needed
-        rows["AR"].append(dict(s=ar.stats.to_dict(), same=True, margin=None))
-        engine.drafter = drafter
-        for k in a.k:
-            engine.policy = FixedK(k)
-            sd = engine.generate(prompt, cfg)
-            if sd.tokens != ar.tokens and not margins:
+        for key in keys:
+            g = gens[key]
+            if g.tokens != ar.tokens and not margins:
                 margins = ar_reference(engine.target, prompt, cfg)[1]
-            div = divergence(sd.tokens, ar.tokens, margins)
-            rows[k].append(dict(s=sd.stats.to_dict(), same=div.identical, margin=div.ar_margin))
+            div = divergence(g.tokens, ar.tokens, margins)
+            rows[key].append(dict(s=g.stats.to_dict(), same=div.identical, margin=div.ar_margin))
         print(f"prompt {i + 1}/{len(prompts)} done", flush=True)
+    return rows, engine.target.name
 
-    def per_token(rs):  # seconds per generated token over the whole set
-        return sum(r["s"]["t_decode"] for r in rs) / sum(r["s"]["n_generated"] for r in rs)
 
-    ar_t = per_token(rows["AR"])
-    print(f"\ntarget {a.target}  draft {a.draft}  backend {engine.target.name}  "
-          f"{len(prompts)} HumanEval prompts x {a.max_tokens} tokens, greedy")
-    print(f"{'config':>6} {'tok/s':>7} {'speedup':>8} {'alpha':>6} {'tau':>5} {'draft%':>7} "
-          f"{'target%':>8} {'ovh%':>5} {'same':>6}  divergence margins")
+def report(rows: dict, backend: str, a) -> None:
+    def per_token(rs, prefill=False):  # seconds per generated token over the whole set
+        t = sum(r["s"]["t_decode"] + (r["s"]["t_prefill"] if prefill else 0.0) for r in rs)
+        return t / sum(r["s"]["n_generated"] for r in rs)
+
+    ar_t, ar_e2e = per_token(rows["AR"]), per_token(rows["AR"], prefill=True)
+    print(f"\ntarget {a.target}  draft {a.draft}  backend {backend}  "
+          f"{len(rows['AR'])} HumanEval prompts x {a.max_tokens} tokens, greedy")
+    print("tok/s and speedup: decode-only (after prefill); e2e: prefill included")
+    print(f"{'config':>6} {'tok/s':>7} {'speedup':>8} {'e2e tok/s':>9} {'e2e':>6} {'alpha':>6} "
+          f"{'tau':>5} {'draft%':>7} {'target%':>8} {'ovh%':>5} {'same':>6}  divergence margins")
     out = []
     for key, rs in rows.items():
-        t = per_token(rs)
+        t, e2e = per_token(rs), per_token(rs, prefill=True)
         tot = sum(r["s"]["t_decode"] for r in rs)
         split = [100 * sum(r["s"][f] for r in rs) / tot for f in ("t_draft", "t_target", "t_overhead")]
         drafted = sum(r["s"]["n_drafted"] for r in rs)
@@ -85,10 +101,12 @@ def main() -> None:
         margins = [round(r["margin"], 3) for r in rs if not r["same"] and r["margin"] is not None]
         speedups = [ar["s"]["t_decode"] / r["s"]["t_decode"] for ar, r in zip(rows["AR"], rs)]
         print(f"{'K=' + str(key) if key != 'AR' else 'AR':>6} {1 / t:7.2f} {ar_t / t:7.2f}x "
+              f"{1 / e2e:9.2f} {ar_e2e / e2e:5.2f}x "
               f"{alpha:6.2f} {tau:5.2f} {split[0]:6.1f}% {split[1]:7.1f}% {split[2]:4.1f}% "
               f"{same:>3}/{len(rs)}  {margins or ''}"
               f"  (per-prompt speedup median {statistics.median(speedups):.2f}x)")
-        out.append(dict(config=str(key), tok_s=1 / t, speedup=ar_t / t, alpha=alpha, tau=tau,
+        out.append(dict(config=str(key), tok_s=1 / t, speedup=ar_t / t, e2e_tok_s=1 / e2e,
+                        e2e_speedup=ar_e2e / e2e, alpha=alpha, tau=tau,
                         draft_pct=split[0], target_pct=split[1], overhead_pct=split[2],
                         identical=same, n=len(rs), margins=margins))
     if a.json:

@@ -23,8 +23,7 @@ import math
 
 import numpy as np
 
-from draftwise.adaptive import AdaptiveK
-from draftwise.controller import FixedK, KPolicy
+from draftwise.policy import AdaptiveK, FixedK, KPolicy
 
 CATEGORIES = ["code", "chat", "summarization", "translation", "qa", "math", "rag"]
 # Measured with the Q8_0 1.5B target and Q4_0 0.5B draft (llama.cpp, 2 threads): the first

@@ -5,12 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from draftwise.bench.advise import (Costs, Replay, greedy_agreement, iid_speedup, overlap, replay,
-                                    replay_source, token_probs)
+from draftwise.bench.advise import (
+    Costs,
+    Replay,
+    greedy_agreement,
+    iid_speedup,
+    overlap,
+    replay,
+    replay_source,
+    token_probs,
+)
 from draftwise.bench.advise_cmd import predict, run_advise
+from draftwise.bench.options import AdviseOptions, PromptOptions
 from draftwise.config import SamplingConfig
 from draftwise.drafters.ngram import NgramDrafter
 from draftwise.errors import DraftwiseError
+from draftwise.loader import BackendOptions
 from draftwise.sampling import probs
 
 
@@ -83,35 +93,51 @@ def test_ngram_replay_follows_the_lookup():
 def test_bad_input(tiny_models, tmp_path):
     tgt, draft = map(str, tiny_models)
     with pytest.raises(DraftwiseError, match="k_max"):
-        run_advise(tgt, [draft], k_max=0)
+        AdviseOptions(tgt, (draft,), k_max=0)
     with pytest.raises(DraftwiseError, match="at least one draft"):
-        run_advise(tgt, [])
+        AdviseOptions(tgt, ())
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(DraftwiseError, match="holds no prompts"):
-        run_advise(tgt, [draft], prompt_file=str(empty))
+        run_advise(AdviseOptions(tgt, (draft,)), PromptOptions(prompt_file=str(empty)))
+
+
+def _check_against_recorded_costs(a: dict, costs: dict) -> None:
+    """One draft's predictions against the costs advise.json records: Leviathan's formula exactly
+    (where alpha is the draft model's, i.e. not for ngram), and the replayed speedup within what
+    its tau allows: each round verifies 1..K+1 tokens and takes at most K draft steps."""
+    t_step = costs["t_step"][a["draft"]]
+    c = np.add(costs["t_verify"], costs["t_check"])  # [n-1]: a verify of n tokens, checked
+    assert a["t_step_ms"] == pytest.approx(1e3 * t_step)
+    for p in a["per_k"]:
+        k, tau = p["k"], p["tau"]
+        assert 1 <= tau <= k + 1
+        assert (tau * c[0] / (c[:k + 1].max() + k * t_step) * (1 - 1e-9) <= p["speedup"]
+                <= tau * c[0] / c[:k + 1].min() * (1 + 1e-9))
+        if a["draft"] != "ngram":
+            e = sum(a["alpha"] ** i for i in range(k + 1))  # (1 - alpha^(K+1)) / (1 - alpha)
+            assert p["tau_iid"] == pytest.approx(e)
+            assert p["speedup_iid"] == pytest.approx(e * c[0] / (k * t_step + c[k]))
 
 
 def test_run_advise_on_tiny_models(tiny_models, tmp_path):
     tgt, draft = map(str, tiny_models)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "def quicksort(a):\\n"}\n{"turns": ["The quick brown fox"]}\n')
-    rc = run_advise(tgt, [draft, "ngram", f"ngram+{draft}"], k_max=3, prompt_file=str(prompts),
-                    max_tokens=16, temperatures=[0.0, 0.8], out_dir=str(tmp_path), reps=2,
-                    n_ctx=256)
-    assert rc == 0
+    run_advise(AdviseOptions(tgt, (draft, "ngram", f"ngram+{draft}"), k_max=3, max_tokens=16,
+                             temperatures=(0.0, 0.8), out_dir=str(tmp_path), reps=2),
+               PromptOptions(prompt_file=str(prompts)), BackendOptions(n_ctx=256))
     res = json.loads((tmp_path / "advise.json").read_text())
     assert len(res["advice"]) == 6 and len(res["prompts"]) == 2
     assert len(res["costs"]["0"]["t_verify"]) == 4
     for a in res["advice"]:
         assert [p["k"] for p in a["per_k"]] == [1, 2, 3]
-        assert all(p["speedup"] > 0 and p["tau"] >= 1 for p in a["per_k"])
         assert 0 <= a["alpha"] <= 1
+        _check_against_recorded_costs(a, res["costs"][f"{a['temperature']:g}"])
     assert res["recommendations"] and all(r.startswith("T=") for r in res["recommendations"])
 
 
 def test_replayable_drafters():
-    from draftwise.bench.advise import replayable
     from draftwise.drafters.base import Draft, Drafter
     from draftwise.drafters.hybrid import HybridDrafter
 
@@ -119,5 +145,5 @@ def test_replayable_drafters():
         def propose(self, ctx, k, sampling, rng):
             return Draft()
 
-    assert replayable(NgramDrafter())
-    assert not replayable(Other()) and not replayable(HybridDrafter(Other()))
+    assert NgramDrafter().replayable and HybridDrafter(NgramDrafter()).replayable
+    assert not Other().replayable and not HybridDrafter(Other()).replayable

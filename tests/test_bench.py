@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from draftwise.bench.drafts import quant_of
-from draftwise.bench.options import BenchOptions, parse_k_range
+from draftwise.bench.options import BenchOptions, PromptOptions
 from draftwise.bench.prompts import CATEGORIES, builtin, load_prompts, read_jsonl
 from draftwise.bench.runner import BenchConfig, RunRecord, sweep_configs
 from draftwise.bench.summary import bootstrap_ci, recommend, summarize
+from draftwise.config import parse_k_range
 from draftwise.errors import DraftwiseError
+from draftwise.loader import BackendOptions
 
 # -- prompts -------------------------------------------------------------------------------------
 
@@ -195,6 +197,21 @@ class _Tags(HTMLParser):
             self.imgs.append(dict(attrs)["src"])
 
 
+def _speedup_from_runs(runs: list[dict], label: str, with_prefill: bool = False) -> float:
+    """What bench.json's recorded times say a configuration's speedup is: the geometric mean over
+    its runs of tok/s over AR's tok/s on the same prompt, repeat and temperature."""
+    def rate(r):
+        return r["n_generated"] / (r["t_decode"] + (r["t_prefill"] if with_prefill else 0.0))
+
+    def key(r):
+        return r["config"]["temperature"], r["prompt_id"], r["repeat"]
+
+    ar = {key(r): r for r in runs if r["config"]["draft"] == "none"}
+    mine = [r for r in runs if r["label"] == label]
+    assert len(mine) == 2  # one per prompt
+    return float(np.exp(np.mean([np.log(rate(r) / rate(ar[key(r)])) for r in mine])))
+
+
 def test_sweep_and_report_on_tiny_models(tiny_models, tmp_path):
     import base64
 
@@ -205,15 +222,18 @@ def test_sweep_and_report_on_tiny_models(tiny_models, tmp_path):
     prompts.write_text('{"prompt": "def quicksort(a):\\n"}\n{"turns": ["The quick brown fox"]}\n')
     out = tmp_path / "out"
     drafts = [draft, "ngram", f"ngram+{draft}"]
-    rc = run_bench(tgt, drafts, k_range="1-2", prompt_file=str(prompts), max_tokens=10,
-                   repeats=1, out_dir=str(out), n_ctx=256)
-    assert rc == 0
+    run_bench(BenchOptions(tgt, tuple(drafts), ks="1-2", max_tokens=10, repeats=1),
+              PromptOptions(prompt_file=str(prompts)), BackendOptions(n_ctx=256), str(out))
     data = json.loads((out / "bench.json").read_text())
     n_cfg = 1 + len(drafts) * 3  # AR + (K=1, K=2, adaptive) per draft
     assert len(data["summaries"]) == n_cfg and len(data["runs"]) == 2 * n_cfg
     assert data["recommendations"] and data["recommendations"][0]["text"].startswith("T=0")
     for s in data["summaries"]:
-        assert s["n_tokens"] == 20 and s["tok_s"] > 0 and s["speedup"] > 0
+        assert s["n_tokens"] == 20 and s["tok_s"] > 0
+        assert s["speedup"] == pytest.approx(_speedup_from_runs(data["runs"], s["label"]))
+        assert s["speedup_e2e"] == pytest.approx(_speedup_from_runs(data["runs"], s["label"],
+                                                                    with_prefill=True))
+        assert s["speedup_lo"] <= s["speedup"] <= s["speedup_hi"]
         if s["draft"] != "none":
             assert s["identical"] == 1.0  # greedy speculation is lossless
     with (out / "bench.csv").open() as f:
@@ -240,14 +260,15 @@ def test_bad_input_fails_before_loading_models(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     target = "no-such-model"  # never loaded: input is checked first
+    opts = BenchOptions(target, ("ngram",))
     with pytest.raises(DraftwiseError, match="holds no prompts"):
-        run_bench(target, ["ngram"], prompt_file=str(empty))
+        run_bench(opts, PromptOptions(prompt_file=str(empty)))
     with pytest.raises(DraftwiseError, match="unknown category"):
-        run_bench(target, ["ngram"], categories=["nope"])
+        run_bench(opts, PromptOptions(categories=("nope",)))
     with pytest.raises(DraftwiseError, match="K range"):
-        run_bench(target, ["ngram"], k_range="5-2")
+        BenchOptions(target, ("ngram",), ks="5-2")
     with pytest.raises(DraftwiseError, match="unknown model 'no-such-model'"):
-        run_bench(target, ["ngram"], n_prompts=1)
+        run_bench(opts, PromptOptions(n_prompts=1))
 
 
 def test_prompts_too_long_are_skipped_or_refused(tiny_models, tmp_path):
@@ -257,7 +278,8 @@ def test_prompts_too_long_are_skipped_or_refused(tiny_models, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "the dog " * 200}) + "\n")
     with pytest.raises(DraftwiseError, match="no prompt fits the context of 256 tokens"):
-        run_bench(tgt, ["ngram"], prompt_file=str(prompts), n_ctx=256, out_dir=str(tmp_path))
+        run_bench(BenchOptions(tgt, ("ngram",)), PromptOptions(prompt_file=str(prompts)),
+                  BackendOptions(n_ctx=256), str(tmp_path))
 
 
 def test_report_from_synthetic_runs(tmp_path):

@@ -7,12 +7,13 @@ forward, exact marginals known), greedy exactness with toy LMs, tiny trained HF 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from gguf import TokenType
 from scipy.stats import chisquare
+from test_pairing import _real, modified_qwen, pair_models  # noqa: F401  (fixtures)
 
 from draftwise.backends.base import Backend, VocabInfo
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
@@ -21,8 +22,6 @@ from draftwise.drafters.bridge import BridgeDrafter, IdMapDrafter, _text_after
 from draftwise.engine import Engine
 from draftwise.pairing.meta import ModelInfo
 from draftwise.pairing.tokens import id_map, intersection_map
-
-from test_pairing import _real, modified_qwen, pair_models  # noqa: F401  (fixtures)
 
 # ---------------------------------------------------------------- toy bigram LMs
 
@@ -153,10 +152,10 @@ def _sample_runs(target: ToyLM, drafter, prompt: list[int], temperature: float, 
     for seed in range(n_runs):
         cfg = GenerateConfig(max_tokens=n_tokens + 1,
                              sampling=SamplingConfig(temperature=temperature, seed=seed))
-        toks = [t for new in eng.stream_tokens(prompt, cfg) for t in new]
-        out[seed] = toks[:n_tokens]
-        drafted += eng.stats.n_drafted
-        accepted += eng.stats.n_accepted
+        gen = eng.generate(prompt, cfg)
+        out[seed] = gen.tokens[:n_tokens]
+        drafted += gen.stats.n_drafted
+        accepted += gen.stats.n_accepted
     return out, drafted, accepted
 
 

@@ -6,10 +6,10 @@ import sys
 
 from test_adaptive import bernoulli, simulate
 
-from draftwise.adaptive import AdaptiveK
 from draftwise.config import GenerateConfig, SpecConfig
-from draftwise.controller import FixedK
-from draftwise.costs import cost_file, load_costs, save_costs
+from draftwise.loader import BackendOptions, cost_key
+from draftwise.policy import AdaptiveK, FixedK
+from draftwise.policy.store import cost_file, load_costs, save_costs
 
 # ms to verify n tokens on the 2-core machine (Q8_0 1.5B): K = 4..6 lose, K = 2-3 win
 MS = {1: 108, 2: 123, 3: 140, 4: 158, 5: 237, 6: 253, 7: 278, 8: 229, 9: 316}
@@ -49,14 +49,17 @@ def test_missing_or_damaged_files_and_fixed_k_are_ignored(tmp_path):
 def test_cost_file_depends_on_pairing_and_threads(tmp_path, monkeypatch, tiny_models):
     monkeypatch.setenv("DRAFTWISE_HOME", str(tmp_path))
     t, d = map(str, tiny_models)
-    a = cost_file(t, d, "auto", None, "float32")
-    assert a == cost_file(t, d, "auto", None, "float32") and a.parent == tmp_path / "costs"
-    assert len({a, cost_file(t, "ngram", "auto", None, "float32"),
-                cost_file(t, d, "auto", 1, "float32"), cost_file(d, d, "auto", None, "float32")}) == 4
+
+    def path(target, draft, threads=None):
+        return cost_file(cost_key(target, draft, BackendOptions(threads=threads)))
+
+    a = path(t, d)
+    assert a == path(t, d) and a.parent == tmp_path / "costs"
+    assert len({a, path(t, "ngram"), path(t, d, threads=1), path(d, d)}) == 4
 
 
 def test_generate_saves_costs_and_the_next_engine_loads_them(tmp_path, monkeypatch, tiny_models):
-    from draftwise.loader import build_engine
+    from draftwise.loader import open_engine
 
     monkeypatch.setenv("DRAFTWISE_HOME", str(tmp_path))
     t, d = map(str, tiny_models)
@@ -67,7 +70,12 @@ def test_generate_saves_costs_and_the_next_engine_loads_them(tmp_path, monkeypat
     files = list((tmp_path / "costs").glob("*.json"))
     assert len(files) == 1
     saved = {int(k): v for k, v in json.loads(files[0].read_text())["t_round"].items()}
-    engine = build_engine(t, d, spec=SpecConfig(adaptive=True))
-    assert engine.cost_file == files[0] and saved and engine.policy.state()["t_round"] == saved
-    engine.generate("def f(x):", GenerateConfig(max_tokens=8))
-    assert build_engine(t, d, spec=SpecConfig(k=3)).cost_file is None  # fixed K: no file
+    with open_engine(t, d, spec=SpecConfig(adaptive=True)) as engine:
+        assert saved and engine.policy.state()["t_round"] == saved
+        engine.generate("def f(x):", GenerateConfig(max_tokens=16))
+    after = json.loads(files[0].read_text())["t_round"]
+    assert after != json.loads(json.dumps({str(k): v for k, v in saved.items()}))  # saved again
+    files[0].unlink()
+    with open_engine(t, d, spec=SpecConfig(k=3)) as engine:  # fixed K: nothing saved
+        engine.generate("def f(x):", GenerateConfig(max_tokens=16))
+    assert not list((tmp_path / "costs").glob("*.json"))

@@ -1,5 +1,7 @@
 """HybridDrafter: n-gram lookup when confident, else the draft model."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -102,20 +104,78 @@ def test_hybrid_base():
     assert hybrid_base("qwen2.5-coder-0.5b") is None
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_engine_with_hybrid_matches_target(tiny_models, temperature):
-    """Greedy: the same tokens as AR; sampling runs with n-gram (one-hot q) and model rounds."""
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_models):
     from draftwise.backends.transformers import TransformersBackend
+
+    return tuple(TransformersBackend(str(d)) for d in tiny_models)
+
+
+LOOP = "for i in range(10):\n    print(i * i)\nfor i in range"  # the suffix repeats
+
+
+def _hybrid_run(tiny_pair, sampling: SamplingConfig, max_tokens: int = 48):
     from draftwise.drafters.model import ModelDrafter
     from draftwise.engine import Engine
 
-    tgt_dir, draft_dir = tiny_models
-    target, draft = TransformersBackend(str(tgt_dir)), TransformersBackend(str(draft_dir))
-    prompt = "for i in range(10):\n    print(i * i)\nfor i in range"  # the suffix repeats
-    cfg = GenerateConfig(max_tokens=48, sampling=SamplingConfig(temperature=temperature, seed=3))
+    target, draft = tiny_pair
     hyb = HybridDrafter(ModelDrafter(draft))
-    out = Engine(target, hyb, SpecConfig(k=4)).generate(prompt, cfg)
-    assert out.stats.n_generated > 0
-    assert hyb.rounds["ngram"] > 0 and hyb.rounds["model"] > 0
-    if temperature == 0:
-        assert out.tokens == Engine(target).generate(prompt, cfg).tokens
+    out = Engine(target, hyb, SpecConfig(k=4)).generate(
+        LOOP, GenerateConfig(max_tokens=max_tokens, sampling=sampling))
+    assert hyb.rounds["ngram"] > 0 and hyb.rounds["model"] > 0  # both sources drafted
+    return out
+
+
+def _greedy_ar(target, max_tokens: int = 48) -> list[int]:
+    from draftwise.engine import Engine
+
+    return Engine(target).generate(LOOP, GenerateConfig(max_tokens=max_tokens)).tokens
+
+
+def test_engine_with_hybrid_greedy_matches_target(tiny_pair):
+    out = _hybrid_run(tiny_pair, GREEDY)
+    assert out.tokens == _greedy_ar(tiny_pair[0]) and len(out.tokens) == 48
+
+
+def test_engine_with_hybrid_sampling_at_a_one_token_nucleus_is_greedy(tiny_pair):
+    """T=0.9 with top_p so small that only the top token keeps mass: p and q are one-hot, so
+    rejection sampling (one-hot q for n-gram rounds, the model's q otherwise) must give exactly
+    the greedy output, whatever the seed."""
+    want = _greedy_ar(tiny_pair[0])
+    for seed in (3, 4):
+        out = _hybrid_run(tiny_pair, SamplingConfig(temperature=0.9, top_p=1e-6, seed=seed))
+        assert out.tokens == want
+        assert out.stats.n_accepted < out.stats.n_drafted  # n-gram drafts were rejected
+
+
+def test_engine_with_hybrid_sampling_follows_the_target_distribution(tiny_pair):
+    """T=0.9, top_k=3: chi-square of the first two tokens over 200 seeds (9 cells) against the
+    target's own probabilities; each output has an n-gram round (the suffix repeats), then a
+    model round. Exactness at multi-token depth is tests/test_engine.py's (an exact bigram)."""
+    from scipy.stats import chisquare
+
+    from draftwise.drafters.model import ModelDrafter
+    from draftwise.engine import Engine
+    from draftwise.sampling import probs
+
+    target, draft = tiny_pair
+    s = SamplingConfig(temperature=0.9, top_k=3)
+    ids = target.tokenize(LOOP)
+    target.rollback(0)
+    p1 = probs(target.forward(ids, 1), s)[0]
+    expected = {}
+    for a in np.flatnonzero(p1):
+        target.rollback(0)
+        p2 = probs(target.forward(ids + [int(a)], 1), s)[0]
+        expected.update({(int(a), int(b)): p1[a] * p2[b] for b in np.flatnonzero(p2)})
+    hyb = HybridDrafter(ModelDrafter(draft))
+    engine = Engine(target, hyb, SpecConfig(k=2))
+    n = 200
+    counts = dict.fromkeys(expected, 0)
+    for seed in range(n):
+        out = engine.generate(ids, GenerateConfig(max_tokens=3, sampling=replace(s, seed=seed)))
+        counts[tuple(out.tokens[:2])] += 1  # a KeyError: a token outside the target's top 3
+    assert hyb.rounds["ngram"] >= n and hyb.rounds["model"] >= n // 2
+    cells = list(expected)
+    p = chisquare([counts[c] for c in cells], [n * expected[c] for c in cells]).pvalue
+    assert p > 1e-3, (counts, expected)

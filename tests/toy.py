@@ -6,7 +6,7 @@ its samples have the closed-form probability prod p(x_i | x_{i-1}), which statis
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

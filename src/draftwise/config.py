@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from draftwise.errors import DraftwiseError
 
 K_MAX = 32
+
+
+def check_k(k: int, name: str = "K") -> int:
+    """The one check of a draft length: 1..K_MAX."""
+    if not 1 <= k <= K_MAX:
+        raise DraftwiseError(f"{name} must be between 1 and {K_MAX}, got {k}")
+    return k
+
+
+def parse_k_range(spec: str | int | Sequence[int]) -> tuple[int, ...]:
+    """'1-8', '1,2,4', '4' or [1, 2, 4] -> sorted unique K values, each in 1..K_MAX."""
+    if isinstance(spec, int):
+        ks = [spec]
+    elif isinstance(spec, str):
+        ks = []
+        for part in spec.replace(" ", "").split(","):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise DraftwiseError(f"K range {spec!r} is invalid: use a range like 1-8 or a list "
+                                     "like 1,2,4")
+            lo, hi = int(m[1]), int(m[2] or m[1])
+            if lo > hi:
+                raise DraftwiseError(f"K range {spec!r} is invalid: {lo} > {hi}")
+            ks.extend(range(lo, hi + 1))
+    else:
+        ks = [int(k) for k in spec]
+    if not ks:
+        raise DraftwiseError("K range is empty: give at least one K, e.g. 1-8")
+    for k in ks:
+        check_k(k)
+    return tuple(sorted(set(ks)))
 
 
 @dataclass(frozen=True)
@@ -47,11 +80,19 @@ class SpecConfig:
     p_min: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, v in (("K", self.k), ("k_max", self.k_max)):
-            if not 1 <= v <= K_MAX:
-                raise DraftwiseError(f"{name} must be between 1 and {K_MAX}, got {v}")
+        check_k(self.k)
+        check_k(self.k_max, "k_max")
         if not 0 <= self.p_min < 1:
             raise DraftwiseError(f"p_min must be in [0, 1), got {self.p_min}")
+
+    @classmethod
+    def parse(cls, k: str, p_min: float = 0.0) -> SpecConfig:
+        """From the command line's -k: a number, or `auto` (adaptive K)."""
+        if k == "auto":
+            return cls(adaptive=True, p_min=p_min)
+        if not k.isdigit():
+            raise DraftwiseError(f"-k takes a number from 1 to {K_MAX} or 'auto', got {k!r}")
+        return cls(k=int(k), p_min=p_min)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # Prompt tokens decoded along with the output, so that the first output token keeps its leading
 # space (SentencePiece drops it at the start of a decode).

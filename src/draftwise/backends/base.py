@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class Backend(ABC):
 
     name: str = "backend"
     model_path: str = ""
+    device: str = "cpu"  # where the weights live: cpu, cuda[:N] (transformers), gpu:N (llama.cpp)
     n_ctx: int
     vocab: VocabInfo
     forward_seconds: float = 0.0

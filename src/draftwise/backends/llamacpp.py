@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -19,7 +19,12 @@ from draftwise.errors import DraftwiseError
 _N_BATCH = 512
 
 
-def _llama():
+_quiet_log = None  # the ctypes callback must outlive every call into llama.cpp
+
+
+def load_llama_cpp():
+    """The llama_cpp module, its log silenced unless DRAFTWISE_VERBOSE is set."""
+    global _quiet_log
     try:
         import llama_cpp
         from llama_cpp import _logger
@@ -27,7 +32,16 @@ def _llama():
         raise DraftwiseError("the llama.cpp backend needs llama-cpp-python; run "
                              "`pip install 'draftwise[llamacpp]'` (see the README for build flags)") \
             from e
-    _logger.set_verbose(bool(os.environ.get("DRAFTWISE_VERBOSE")))
+    if os.environ.get("DRAFTWISE_VERBOSE"):
+        _logger.set_verbose(True)
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    else:
+        # llama-cpp-python's own callback maps ggml's log levels with an old enum (WARN=2, while
+        # ggml now has WARN=3, its ERROR), so warnings such as "control-looking token" printed
+        # even when not verbose. Our errors say what went wrong; llama.cpp's log stays silent.
+        if _quiet_log is None:
+            _quiet_log = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
     return llama_cpp
 
 
@@ -35,13 +49,20 @@ class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
     def __init__(self, path: str, n_ctx: int | None = 4096, threads: int | None = None,
-                 repack: bool = True):
-        L = self._L = _llama()
+                 repack: bool = True, gpu_layers: int = 0):
+        """gpu_layers: layers offloaded to the GPU (-1: all); needs a GPU build of llama.cpp."""
+        L = self._L = load_llama_cpp()
         self.model_path = path
         if not Path(path).is_file():
             raise DraftwiseError(f"no such GGUF file: {path}")
         L.llama_backend_init()
+        if gpu_layers and not L.llama_supports_gpu_offload():
+            raise DraftwiseError("GPU layers asked for, but this llama-cpp-python build has no GPU "
+                                 "support; rebuild it: make install LLAMA_CMAKE_ARGS=\"-DGGML_CUDA=on\""
+                                 " (see the README), or leave out --gpu-layers")
+        self.device = "cpu" if not gpu_layers else f"gpu:{'all' if gpu_layers < 0 else gpu_layers}"
         mp = L.llama_model_default_params()
+        mp.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 2**31 - 1
         # Repacked weights (ggml's "extra buffer types") are faster, but batches of 4+ tokens then
         # take another GEMM kernel than one token, so their logits differ slightly (Q4_K here).
         mp.use_extra_bufts = repack

@@ -1,7 +1,9 @@
-"""Backend on Hugging Face transformers + PyTorch (CPU): HF directories, hub ids, GGUF files.
+"""Backend on Hugging Face transformers + PyTorch (CPU or CUDA): HF directories, hub ids, GGUF.
 
 A GGUF file is dequantized by transformers on first load (about a minute for a 1.5B model); the
-result is saved as an HF directory in the model cache so later loads take seconds.
+result is saved as an HF directory in the model cache so later loads take seconds. On a GPU the
+weights and the KV cache stay on the device; only the logits rows a round needs come back to
+numpy (one copy per forward).
 """
 
 from __future__ import annotations
@@ -10,15 +12,34 @@ import inspect
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from draftwise.backends.base import Backend, VocabInfo
 from draftwise.errors import DraftwiseError
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str, cuda_count: int) -> str:
+    """`auto` -> cuda when torch sees a GPU, else cpu; `cpu`, `cuda` and `cuda:N` are checked
+    against the cuda_count GPUs torch sees (one line saying what to do otherwise)."""
+    if device == "auto":
+        return "cuda" if cuda_count else "cpu"
+    if device == "cpu":
+        return device
+    head, _, index = device.partition(":")
+    if head != "cuda" or (index and not index.isdigit()):
+        raise DraftwiseError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not cuda_count:
+        raise DraftwiseError(f"device {device} asked for, but torch sees no CUDA GPU (a CPU-only "
+                             "torch build, or no driver); use --device cpu")
+    if index and int(index) >= cuda_count:
+        raise DraftwiseError(f"device {device} asked for, but torch sees {cuda_count} GPU(s): "
+                             f"cuda:0..cuda:{cuda_count - 1}")
+    return device
 
 
 def _converted_dir(gguf: Path, dtype: str) -> Path:
@@ -58,7 +79,7 @@ class TransformersBackend(Backend):
     name = "transformers"
 
     def __init__(self, source: str, dtype: str = "float32", threads: int | None = None,
-                 n_ctx: int | None = None):
+                 n_ctx: int | None = None, device: str = "cpu"):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -74,6 +95,7 @@ class TransformersBackend(Backend):
             raise DraftwiseError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if threads:
             torch.set_num_threads(threads)
+        self.device = resolve_device(device, torch.cuda.device_count())
         self._torch, self._Cache = torch, DynamicCache
         self.model_path = source
         path = Path(source)
@@ -86,7 +108,7 @@ class TransformersBackend(Backend):
             raise DraftwiseError(
                 f"cannot load {source!r} with transformers: {str(e).splitlines()[0]} "
                 "(offline? give a local GGUF file or HF directory)") from e
-        self.model.eval()
+        self.model.to(self.device).eval()
         # transformers >= 5.2x names the KV cache argument `cache`; earlier 5.x `past_key_values`.
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -126,13 +148,13 @@ class TransformersBackend(Backend):
     def _forward(self, tokens: Sequence[int], n_logits: int) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            ids = torch.tensor([list(tokens)], dtype=torch.long)
+            ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=max(n_logits, 1),
                              **{self._cache_arg: self._cache})
         self._n_past += len(tokens)
         if n_logits == 0:
             return np.empty((0, self.vocab.n_vocab), dtype=np.float32)
-        return out.logits[0, -n_logits:].float().numpy()
+        return out.logits[0, -n_logits:].float().cpu().numpy()
 
     def rollback(self, n_keep: int) -> None:
         if n_keep == 0:

@@ -17,19 +17,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from draftwise.adaptive import expected_tokens
 from draftwise.backends.base import Backend
 from draftwise.config import GenerateConfig, SamplingConfig
-from draftwise.drafters.base import Draft, Drafter
-from draftwise.drafters.hybrid import HybridDrafter
-from draftwise.drafters.model import ModelDrafter
-from draftwise.drafters.ngram import NgramDrafter
+from draftwise.drafters.base import Drafter
 from draftwise.engine import Engine
+from draftwise.policy.expected import expected_tokens
 from draftwise.sampling import probs
 from draftwise.verifier import verify_greedy, verify_sampling
 
@@ -116,10 +113,8 @@ def replay(length: int, propose: Propose, k: int, rng: np.random.Generator | Non
 
 def continuation(target: Backend, prompt_ids: list[int], n_tokens: int) -> tuple[list[int], float]:
     """The target's greedy continuation [<= n_tokens] and its decode tok/s (autoregressive)."""
-    eng = Engine(target, None)
-    out = [t for new in eng.stream_tokens(prompt_ids, GenerateConfig(max_tokens=n_tokens))
-           for t in new]
-    return out, eng.stats.tok_s
+    gen = Engine(target).generate(prompt_ids, GenerateConfig(max_tokens=n_tokens))
+    return gen.tokens, gen.stats.tok_s
 
 
 def teacher_forced(backend: Backend, prompt_ids: list[int], cont: list[int],
@@ -255,53 +250,23 @@ def measure_costs(target: Backend, drafts: dict[str, Backend | None], ctx: list[
 # -- per draft sources for the replay ----------------------------------------------------------
 
 
-class _NoModel(Drafter):
-    """Stands in for the model inside a replayed HybridDrafter (only its n-gram decision runs)."""
-
-    def propose(self, ctx, k, sampling, rng) -> Draft:  # pragma: no cover - never called
-        raise RuntimeError("replay only")
-
-
-def replayable(drafter: Drafter) -> bool:
-    """Whether advise can replay this drafter: n-gram, a same-vocabulary model, or both."""
-    if isinstance(drafter, HybridDrafter):
-        drafter = drafter.model
-    return type(drafter) in (ModelDrafter, NgramDrafter)
-
-
-def draft_backend(drafter: Drafter) -> Backend | None:
-    """The model backend behind a drafter (None for pure n-gram lookup)."""
-    if isinstance(drafter, HybridDrafter):
-        drafter = drafter.model
-    return drafter.backend if isinstance(drafter, ModelDrafter) else None
-
-
 def replay_source(drafter: Drafter, ctx: list[int], cont: list[int], acc: np.ndarray | None,
                   p_tok: Callable[[int, int], float] | None
-                  ) -> tuple[Propose, Callable[[int, int], None] | None]:
-    """propose/feedback for one replay. acc [L]: model acceptance per position (None: no model);
-    p_tok(row, token): target probability when sampling (None: greedy)."""
+                  ) -> tuple[Propose, Callable[[int, int], None]]:
+    """propose/feedback for one replay of a replayable drafter (reset here, then driven through
+    its `lookup` and `feedback`: a model-free proposal is replayed token by token, else the model
+    drafts with acceptance acc [L] (None: no model); p_tok(row, token): the target's probability
+    when sampling (None: greedy)."""
     n_prompt = len(ctx)
     full = ctx + cont
+    drafter.reset()
 
-    def lookup_betas(toks: list[int], j: int) -> list[float]:
-        if p_tok is None:
-            return [1.0 if t == cont[j + i] else 0.0 for i, t in enumerate(toks)]
-        return [p_tok(j + i, t) for i, t in enumerate(toks)]
-
-    if isinstance(drafter, NgramDrafter):
-        ng = NgramDrafter(drafter.n_max, drafter.n_min)
-        return (lambda j, k: (lookup_betas(ng.lookup(full[:n_prompt + j], k)[0], j), 0)), None
-    if isinstance(drafter, HybridDrafter):
-        hyb = HybridDrafter(_NoModel(), NgramDrafter(drafter.ngram.n_max, drafter.ngram.n_min),
-                            drafter.p)
-
-        def propose(j: int, k: int) -> tuple[Sequence[float], int]:
-            toks = hyb.ngram_proposal(full[:n_prompt + j], k)
-            if toks is not None:
-                return lookup_betas(toks, j), 0
+    def propose(j: int, k: int) -> tuple[Sequence[float], int]:
+        toks = drafter.lookup(full[:n_prompt + j], k)
+        if toks is None:
             return acc[j:j + k], k
+        if p_tok is None:
+            return [1.0 if t == cont[j + i] else 0.0 for i, t in enumerate(toks)], 0
+        return [p_tok(j + i, t) for i, t in enumerate(toks)], 0
 
-        return propose, hyb.feedback
-    return (lambda j, k: (acc[j:j + k], k)), None
-
+    return propose, drafter.feedback

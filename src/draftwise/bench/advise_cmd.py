@@ -5,27 +5,35 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from draftwise.adaptive import expected_tokens
-from draftwise.bench.advise import (Costs, Replay, continuation, draft_backend, greedy_agreement,
-                                    iid_speedup, measure_costs, overlap, replay, replay_source,
-                                    replayable, teacher_forced, token_probs)
+from draftwise.bench.advise import (
+    Costs,
+    Replay,
+    continuation,
+    greedy_agreement,
+    iid_speedup,
+    measure_costs,
+    overlap,
+    replay,
+    replay_source,
+    teacher_forced,
+    token_probs,
+)
 from draftwise.bench.drafts import quant_of
-from draftwise.bench.options import BenchOptions
-from draftwise.bench.prompts import load_prompts
+from draftwise.bench.options import AdviseOptions, PromptOptions
 from draftwise.bench.report import _clean
 from draftwise.bench.session import Models, load_models, machine_info, prepare
-from draftwise.config import K_MAX, SamplingConfig
-from draftwise.drafters.model import ModelDrafter
+from draftwise.config import SamplingConfig
 from draftwise.errors import DraftwiseError
 from draftwise.loader import BackendOptions
+from draftwise.policy.expected import expected_tokens
 
 N_SIMS = 16  # Monte Carlo replays per prompt when sampling
 MIN_GAIN = 1.02  # a predicted gain below 2% is within measurement noise: not worth a draft
@@ -45,7 +53,7 @@ class DraftAdvice:
     draft: str
     temperature: float
     quant: str
-    alpha: float  # mean acceptance per position (model drafts) or accepted / drafted (n-gram)
+    alpha: float  # the draft model's mean acceptance per position; n-gram: accepted / drafted
     t_step_ms: float
     per_k: list[KPrediction]
     best_k: int
@@ -105,7 +113,7 @@ def _collect(models: Models, kept, temps: Sequence[float], k_max: int, max_token
             by_backend: dict[int, np.ndarray] = {}  # a model shared by drafts runs once
             dls = {}
             for name, d in models.drafters.items():
-                be = draft_backend(d)
+                be = d.model_backend()
                 if be is not None and id(be) not in by_backend:
                     by_backend[id(be)] = teacher_forced(be, pp.ids, cont)
                 dls[name] = by_backend[id(be)] if be is not None else None
@@ -118,7 +126,7 @@ def _collect(models: Models, kept, temps: Sequence[float], k_max: int, max_token
                 if dl is not None:
                     acc = (greedy_agreement(dl, cont, tgt.vocab.n_vocab) if s.greedy
                            else overlap(tl, dl, s))
-                if isinstance(drafter, ModelDrafter):  # n-gram and hybrid: alpha from the replay
+                if acc is not None:  # n-gram: alpha from the replay
                     acc_sum[(name, t)][0] += float(acc.sum())
                     acc_sum[(name, t)][1] += len(acc)
                 for k in range(1, k_max + 1):
@@ -159,34 +167,26 @@ def recommend_advice(advice: list[DraftAdvice]) -> list[str]:
     return out
 
 
-def run_advise(target: str, drafts: Sequence[str], k_max: int = 8,
-               categories: Sequence[str] = (), prompt_file: str | None = None, n_prompts: int = 4,
-               max_tokens: int = 128, temperatures: Sequence[float] = (0.0,),
-               out_dir: str | None = None, prompt_offset: int = 0, reps: int = 7, seed: int = 0,
-               backend: str = "auto", threads: int | None = None, n_ctx: int | None = 4096,
-               dtype: str = "float32", console: Console | None = None) -> int:
+def run_advise(opts: AdviseOptions, prompt_opts: PromptOptions = PromptOptions(n_prompts=4),
+               backend: BackendOptions = BackendOptions(), console: Console | None = None
+               ) -> AdviseResult:
     """Predict speedup per draft and K = 1..k_max; prints a table and the recommendation, writes
-    out_dir/advise.json when out_dir is given. Returns 0; bad input raises DraftwiseError."""
+    out_dir/advise.json when opts.out_dir is given. Bad input raises DraftwiseError."""
     con = console or Console()
-    if not 1 <= k_max <= K_MAX:
-        raise DraftwiseError(f"k_max must be between 1 and {K_MAX}, got {k_max}")
-    opts = BenchOptions(target=target, drafts=tuple(drafts), ks=tuple(range(1, k_max + 1)),
-                        temperatures=tuple(float(t) for t in temperatures), max_tokens=max_tokens,
-                        repeats=reps, seed=seed)
-    prompts = load_prompts(categories, prompt_file, n_prompts, prompt_offset)
-    bopts = BackendOptions(backend=backend, threads=threads, n_ctx=n_ctx, dtype=dtype)
+    prompts = prompt_opts.load()
+    target, k_max, reps = opts.target, opts.k_max, opts.reps
     con.print(f"loading {target} and {len(opts.drafts)} draft(s)")
-    with load_models(target, opts.drafts, bopts) as models:
+    with load_models(target, opts.drafts, backend) as models:
         for name, d in models.drafters.items():
-            if not replayable(d):
+            if not d.replayable:
                 raise DraftwiseError(f"advise needs drafts that share the target's token ids (or "
                                      f"ngram); {name} drafts through a token map or tokenizer "
                                      "bridge: measure it with `draftwise bench`")
-        kept, _ = prepare(prompts, models, max_tokens + k_max + 2)
-        totals, acc_sum, used, ctx = _collect(models, kept, opts.temperatures, k_max, max_tokens,
-                                              seed, con)
+        kept, _ = prepare(prompts, models, opts.max_tokens + k_max + 2)
+        totals, acc_sum, used, ctx = _collect(models, kept, opts.temperatures, k_max,
+                                              opts.max_tokens, opts.seed, con)
         with con.status("micro-benchmark: draft step and verify costs"):
-            backends = {n: draft_backend(d) for n, d in models.drafters.items()}
+            backends = {n: d.model_backend() for n, d in models.drafters.items()}
             costs = measure_costs(models.target, backends, ctx, k_max, opts.temperatures, reps)
         machine = machine_info(models)
     advice = []
@@ -203,9 +203,9 @@ def run_advise(target: str, drafts: Sequence[str], k_max: int = 8,
     con.print(advice_table(advice, k_max))
     for line in res.recommendations:
         con.print(line)
-    if out_dir:
-        path = Path(out_dir) / "advise.json"
+    if opts.out_dir:
+        path = Path(opts.out_dir) / "advise.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_clean(asdict(res)), indent=1))
         con.print(f"wrote {path}")
-    return 0
+    return res

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from draftwise.bench.options import BenchOptions, parse_k_range
-from draftwise.bench.prompts import load_prompts
+from draftwise.bench.options import BenchOptions, PromptOptions
 from draftwise.bench.report import HEADERS, BenchResult, _row, category_table, write_report
 from draftwise.bench.runner import RunRecord, run_sweep, sweep_configs
 from draftwise.bench.session import load_models, machine_info, prepare
@@ -28,24 +25,16 @@ def results_table(summaries: list[ConfigSummary]) -> Table:
     return table
 
 
-def run_bench(target: str, drafts: Sequence[str] = ("ngram",),
-              k_range: str | Sequence[int] = "1-8", categories: Sequence[str] = (),
-              prompt_file: str | None = None, n_prompts: int = 10, max_tokens: int = 128,
-              temperatures: Sequence[float] = (0.0,), repeats: int = 3,
-              out_dir: str = "bench-results", adaptive: bool = True, p_min: float = 0.0,
-              prompt_offset: int = 0, seed: int = 0, backend: str = "auto",
-              threads: int | None = None, n_ctx: int | None = 4096, dtype: str = "float32",
-              console: Console | None = None) -> int:
+def run_bench(opts: BenchOptions, prompt_opts: PromptOptions = PromptOptions(),
+              backend: BackendOptions = BackendOptions(), out_dir: str = "bench-results",
+              console: Console | None = None) -> None:
     """Sweep AR vs each draft x K (+ adaptive) x temperature; write bench.json, bench.csv,
-    report.md, report.html and plots/ under out_dir. Returns 0; bad input raises DraftwiseError."""
+    report.md, report.html and plots/ under out_dir. Bad input raises DraftwiseError."""
     con = console or Console()
-    opts = BenchOptions(target=target, drafts=tuple(drafts), ks=parse_k_range(k_range),
-                        adaptive=adaptive, temperatures=tuple(float(t) for t in temperatures),
-                        max_tokens=max_tokens, repeats=repeats, p_min=p_min, seed=seed)
-    prompts = load_prompts(categories, prompt_file, n_prompts, prompt_offset)
-    bopts = BackendOptions(backend=backend, threads=threads, n_ctx=n_ctx, dtype=dtype)
+    prompts = prompt_opts.load()
+    target = opts.target
     con.print(f"loading {target} and {len(opts.drafts)} draft(s)")
-    with load_models(target, opts.drafts, bopts, p_min) as models:
+    with load_models(target, opts.drafts, backend, opts.p_min) as models:
         kept, skipped = prepare(prompts, models, opts.max_tokens + opts.k_max + 2)
         if skipped:
             con.print(f"[yellow]skipped {len(skipped)} prompt(s) too long for the context: "
@@ -79,4 +68,3 @@ def run_bench(target: str, drafts: Sequence[str] = ("ngram",),
         con.print(("[bold green]" if r.beats_ar else "[bold yellow]") + r.text + "[/]")
     con.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name}, "
               f"{paths['csv'].name}, plots/)")
-    return 0

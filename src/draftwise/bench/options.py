@@ -1,38 +1,40 @@
-"""What a `bench` sweep runs, validated on construction, and parsing of K ranges."""
+"""What a `bench` sweep or an `advise` run does and on which prompts, validated on construction."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Sequence
 
-from draftwise.config import K_MAX
+from draftwise.bench.prompts import Prompt, load_prompts
+from draftwise.config import check_k, parse_k_range
 from draftwise.errors import DraftwiseError
 
 
-def parse_k_range(spec: str | int | Sequence[int]) -> tuple[int, ...]:
-    """'1-8', '1,2,4', '4' or [1, 2, 4] -> sorted unique K values, each in 1..K_MAX."""
-    if isinstance(spec, int):
-        ks = [spec]
-    elif isinstance(spec, str):
-        ks = []
-        for part in spec.replace(" ", "").split(","):
-            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not m:
-                raise DraftwiseError(f"K range {spec!r} is invalid: use a range like 1-8 or a list "
-                                     "like 1,2,4")
-            lo, hi = int(m[1]), int(m[2] or m[1])
-            if lo > hi:
-                raise DraftwiseError(f"K range {spec!r} is invalid: {lo} > {hi}")
-            ks.extend(range(lo, hi + 1))
-    else:
-        ks = [int(k) for k in spec]
-    if not ks:
-        raise DraftwiseError("K range is empty: give at least one K, e.g. 1-8")
-    bad = [k for k in ks if not 1 <= k <= K_MAX]
-    if bad:
-        raise DraftwiseError(f"K range is invalid: K must be between 1 and {K_MAX}, got {bad[0]}")
-    return tuple(sorted(set(ks)))
+def _check_drafts(drafts: tuple[str, ...]) -> None:
+    if not drafts:
+        raise DraftwiseError("give at least one draft (a model name, ngram or ngram+MODEL)")
+    if any(d.lower() in ("", "none") for d in drafts):
+        raise DraftwiseError("`none` is not a draft: autoregressive decoding is always run")
+
+
+def _check_common(temperatures: tuple[float, ...], max_tokens: int) -> None:
+    if not temperatures or any(not t >= 0 for t in temperatures):
+        raise DraftwiseError(f"temperatures must be >= 0, got {list(temperatures)}")
+    if max_tokens < 2:
+        raise DraftwiseError(f"max_tokens must be >= 2, got {max_tokens}")
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """Built-in prompt sets (categories, default code) or a JSONL file; n per set after offset."""
+
+    categories: tuple[str, ...] = ()
+    prompt_file: str | None = None
+    n_prompts: int = 10
+    offset: int = 0
+
+    def load(self) -> list[Prompt]:
+        """The prompts (validated by load_prompts: bad counts, files and categories raise)."""
+        return load_prompts(self.categories, self.prompt_file, self.n_prompts, self.offset)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class BenchOptions:
 
     target: str
     drafts: tuple[str, ...] = ("ngram",)
-    ks: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    ks: tuple[int, ...] | str = (1, 2, 3, 4, 5, 6, 7, 8)  # a spec like "1-8" is parsed
     adaptive: bool = True
     temperatures: tuple[float, ...] = (0.0,)
     max_tokens: int = 128
@@ -50,15 +52,9 @@ class BenchOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.drafts:
-            raise DraftwiseError("give at least one draft (a model name, ngram or ngram+MODEL)")
-        if any(d.lower() in ("", "none") for d in self.drafts):
-            raise DraftwiseError("`none` is not a draft: autoregressive decoding is always run")
-        parse_k_range(self.ks)
-        if not self.temperatures or any(not t >= 0 for t in self.temperatures):
-            raise DraftwiseError(f"temperatures must be >= 0, got {list(self.temperatures)}")
-        if self.max_tokens < 2:
-            raise DraftwiseError(f"max_tokens must be >= 2, got {self.max_tokens}")
+        _check_drafts(self.drafts)
+        object.__setattr__(self, "ks", parse_k_range(self.ks))
+        _check_common(self.temperatures, self.max_tokens)
         if self.repeats < 1:
             raise DraftwiseError(f"repeats must be >= 1, got {self.repeats}")
         if not 0 <= self.p_min < 1:
@@ -67,3 +63,24 @@ class BenchOptions:
     @property
     def k_max(self) -> int:
         return max(self.ks)
+
+
+@dataclass(frozen=True)
+class AdviseOptions:
+    """Predict K = 1..k_max for each draft at each temperature; reps: micro-benchmark repeats."""
+
+    target: str
+    drafts: tuple[str, ...]
+    k_max: int = 8
+    temperatures: tuple[float, ...] = (0.0,)
+    max_tokens: int = 128
+    reps: int = 7
+    seed: int = 0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_drafts(self.drafts)
+        check_k(self.k_max, "k_max")
+        _check_common(self.temperatures, self.max_tokens)
+        if self.reps < 1:
+            raise DraftwiseError(f"reps must be >= 1, got {self.reps}")

@@ -7,10 +7,10 @@ sent through the model's chat template); optional "id" and "category".
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 from draftwise.errors import DraftwiseError
 

@@ -7,18 +7,17 @@ that a slow phase of a noisy machine hits all of them alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
-from draftwise.adaptive import AdaptiveK
 from draftwise.backends.base import Backend
 from draftwise.bench.options import BenchOptions
 from draftwise.bench.prompts import Prompt
 from draftwise.compare import ar_reference, divergence
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
-from draftwise.controller import FixedK, KPolicy
 from draftwise.drafters.base import Drafter
 from draftwise.engine import Engine
+from draftwise.policy import KPolicy, make_policy
 
 
 @dataclass(frozen=True)
@@ -71,25 +70,6 @@ class RunRecord:
         return max(0.0, self.t_decode - self.t_draft - self.t_target)
 
 
-class RecordingPolicy(KPolicy):
-    """Wraps a policy and records (k, n_accepted) of every round the engine reports."""
-
-    def __init__(self, inner: KPolicy):
-        self.inner = inner
-        self.rounds: list[tuple[int, int]] = []
-
-    def reset(self) -> None:
-        self.inner.reset()
-        self.rounds = []
-
-    def next_k(self) -> int:
-        return self.inner.next_k()
-
-    def observe(self, k: int, n_accepted: int, t_draft: float, t_target: float) -> None:
-        self.rounds.append((k, n_accepted))
-        self.inner.observe(k, n_accepted, t_draft, t_target)
-
-
 def sweep_configs(opts: BenchOptions) -> list[BenchConfig]:
     """AR, then each draft at each K (and adaptive), for every temperature."""
     out = []
@@ -102,32 +82,30 @@ def sweep_configs(opts: BenchOptions) -> list[BenchConfig]:
     return out
 
 
-def make_run_policy(cfg: BenchConfig, opts: BenchOptions) -> tuple[SpecConfig, KPolicy]:
-    """The SpecConfig and policy of a configuration: adaptive K up to the largest swept K."""
+def run_spec(cfg: BenchConfig, opts: BenchOptions) -> SpecConfig:
+    """The SpecConfig of a configuration: adaptive K up to the largest swept K."""
     if cfg.k is None:
-        spec = SpecConfig(k=min(SpecConfig.k, opts.k_max), adaptive=True, k_max=opts.k_max,
+        return SpecConfig(k=min(SpecConfig.k, opts.k_max), adaptive=True, k_max=opts.k_max,
                           p_min=opts.p_min)
-        return spec, AdaptiveK(k_max=spec.k_max, k_init=spec.k)
-    spec = SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min)
-    return spec, FixedK(cfg.k)
+    return SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min)
 
 
 def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: BenchOptions,
             prompt_ids: list[int], seed: int, max_tokens: int,
-            kept: tuple[SpecConfig, KPolicy] | None = None) -> tuple[RunRecord, list[int]]:
+            policy: KPolicy | None = None) -> tuple[RunRecord, list[int]]:
     """Generate once with cfg; returns the record (prompt fields unset) and the tokens.
-    kept: the configuration's (spec, policy) kept across runs; a new one if None."""
-    spec, inner = kept or make_run_policy(cfg, opts)
-    policy = RecordingPolicy(inner)
-    engine = Engine(target, drafter, spec, policy)
+    policy: the configuration's policy kept across runs; a new one if None."""
+    spec = run_spec(cfg, opts)
+    engine = Engine(target, drafter, spec, policy or make_policy(spec))
     gen = GenerateConfig(max_tokens=max_tokens,
                          sampling=SamplingConfig(temperature=cfg.temperature, seed=seed))
-    tokens = [t for new in engine.stream_tokens(prompt_ids, gen) for t in new]
-    st = engine.stats
+    run = engine.run(prompt_ids, gen)
+    rounds = [(r.k, r.n_accepted) for r in run.rounds()]
+    st = run.stats
     rec = RunRecord(cfg, "", "", 0, st.n_prompt, st.n_generated, st.t_prefill, st.t_decode,
                     st.t_draft, st.t_target, st.finish_reason, list(st.drafted_at),
-                    list(st.accepted_at), list(policy.rounds))
-    return rec, tokens
+                    list(st.accepted_at), rounds if drafter is not None else [])
+    return rec, run.tokens
 
 
 @dataclass
@@ -148,7 +126,7 @@ def run_sweep(opts: BenchOptions, prompts: Sequence[PreparedPrompt], target: Bac
                         warmup_tokens)
     # One policy per configuration for the whole sweep, as in `serve` (and `generate`, which
     # loads the costs measured before): adaptive K keeps its costs across generations.
-    policies = {cfg: make_run_policy(cfg, opts) for cfg in configs}
+    policies = {cfg: make_policy(run_spec(cfg, opts)) for cfg in configs}
     records: list[RunRecord] = []
     for temp in opts.temperatures:
         group = [c for c in configs if c.temperature == temp]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from draftwise.backends.base import Backend
 from draftwise.bench.drafts import load_drafter
@@ -43,12 +43,6 @@ def load_models(target: str, drafts: Sequence[str], opts: BackendOptions,
         tgt.close()
 
 
-def _model_ctx(drafter: Drafter) -> int | None:
-    inner = getattr(drafter, "model", drafter)
-    be = getattr(inner, "backend", None)
-    return be.n_ctx if be is not None else None
-
-
 def prepare(prompts: Sequence[Prompt], models: Models, room: int
             ) -> tuple[list[PreparedPrompt], list[str]]:
     """Render and tokenize; prompts needing more than n_ctx - room positions are skipped.
@@ -56,7 +50,8 @@ def prepare(prompts: Sequence[Prompt], models: Models, room: int
     Returns (kept, skipped ids). Raises when none fits.
     """
     tgt = models.target
-    n_ctx = min([tgt.n_ctx] + [c for d in models.drafters.values() if (c := _model_ctx(d))])
+    n_ctx = min([tgt.n_ctx] + [be.n_ctx for d in models.drafters.values()
+                                if (be := d.model_backend()) is not None])
     kept, skipped = [], []
     for p in prompts:
         try:
@@ -82,8 +77,11 @@ def machine_info(models: Models) -> dict:
         "platform": platform.platform(), "processor": platform.processor(),
         "cpus": os.cpu_count(), "threads": models.opts.threads,
         "backend": models.target.name, "target_path": models.target.model_path,
-        "draft_paths": {name: getattr(getattr(getattr(d, "model", d), "backend", None),
-                                      "model_path", "") for name, d in models.drafters.items()},
+        "device": models.target.device,
+        "draft_devices": {name: be.device if (be := d.model_backend()) else "-"
+                          for name, d in models.drafters.items()},
+        "draft_paths": {name: be.model_path if (be := d.model_backend()) else ""
+                        for name, d in models.drafters.items()},
         "python": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }

@@ -10,14 +10,15 @@ ids and the verifier's rejection sampling stays exact.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from draftwise.backends.base import Backend
 from draftwise.config import SamplingConfig
 from draftwise.drafters.base import Draft, Drafter
-from draftwise.drafters.model import ModelDrafter, top_prob
+from draftwise.drafters.lm import DraftLM
+from draftwise.drafters.model import top_prob
 from draftwise.errors import DraftwiseError
 from draftwise.pairing.tokens import TokenMap
 from draftwise.sampling import probs, sample
@@ -25,59 +26,23 @@ from draftwise.sampling import probs, sample
 LOOKBEHIND = 8  # tokens of committed context re-decoded with new text to line up boundaries
 
 
-class _DraftLM:
-    """A draft backend and the ids in its cache; a new context reuses the longest common prefix."""
-
-    def __init__(self, backend: Backend):
-        self.backend = backend
-        self.cached: list[int] = []
-
-    def reset(self) -> None:
-        self.backend.rollback(0)
-        self.cached = []
-
-    def prefill(self, ids: list[int]) -> None:
-        """Feed all but the last id (its logits are computed by the first `logits_after`)."""
-        self.reset()
-        if len(ids) > 1:
-            self.backend.forward(ids[:-1], 0)
-            self.cached = list(ids[:-1])
-
-    def logits_after(self, ids: list[int]) -> np.ndarray:
-        """Logits [V_draft] for the token after ids (non-empty)."""
-        n, lim = 0, min(len(self.cached), len(ids) - 1)
-        while n < lim and self.cached[n] == ids[n]:
-            n += 1
-        if n < len(self.cached):
-            self.backend.rollback(n)
-            del self.cached[n:]
-        feed = ids[n:]
-        logits = np.array(self.backend.forward(feed, 1)[0])  # a copy: llama.cpp lends a view
-        self.cached.extend(feed)
-        return logits
-
-    def step(self, token: int) -> np.ndarray:
-        logits = np.array(self.backend.forward([token], 1)[0])
-        self.cached.append(token)
-        return logits
-
-
 class _MappedDrafter(Drafter):
     """Drafts over the draft ids that have a target id (a TokenMap); subclasses build the draft's
     context (`_draft_ctx`) from the target's."""
 
+    grows_only = True  # whether each draft context extends the last (see DraftLM)
+
     def __init__(self, draft: Backend, tmap: TokenMap, n_vocab_target: int, p_min: float = 0.0):
         if len(tmap) == 0:
             raise DraftwiseError("the draft and the target share no tokens; they cannot pair")
-        self.lm = _DraftLM(draft)
+        self.lm = DraftLM(draft, grows_only=self.grows_only)
         self.d_ids, self.t_ids = tmap.draft_ids, tmap.target_ids
         self.n_vocab_target = n_vocab_target
         self.p_min = p_min
         self.reset()
 
-    @property
-    def forward_seconds(self) -> float:  # type: ignore[override]
-        return self.lm.backend.forward_seconds
+    def model_backend(self) -> Backend:
+        return self.lm.backend
 
     def _draft_ctx(self, ctx: list[int]) -> list[int]:
         raise NotImplementedError
@@ -121,9 +86,6 @@ class _MappedDrafter(Drafter):
                 break
             logits = self.lm.step(int(self.d_ids[j]))
         return Draft(tokens, np.stack(qs) if qs else None)
-
-    def close(self) -> None:
-        self.lm.backend.close()
 
 
 class IdMapDrafter(_MappedDrafter):
@@ -169,6 +131,7 @@ class BridgeDrafter(_MappedDrafter):
     text so that token boundaries match a full tokenization."""
 
     name = "bridge"
+    grows_only = False  # the look-behind window re-tokenizes the context's tail
 
     def __init__(self, target: Backend, draft: Backend, inter: TokenMap, p_min: float = 0.0,
                  lookbehind: int = LOOKBEHIND):
@@ -260,18 +223,3 @@ class BridgeDrafter(_MappedDrafter):
             if len(s) > len(prev):
                 break
         return tgt.tokenize(text, add_special=False)
-
-
-def pair_drafter(target: Backend, draft: Backend, p_min: float = 0.0) -> Drafter:
-    """The drafter for a draft whose vocabulary is not the target's, chosen from the two models'
-    files: an id map when their ordinary tokens agree, a bridge otherwise."""
-    from draftwise.pairing.meta import read_info
-    from draftwise.pairing.tokens import id_map, intersection_map, match_vocab
-
-    t, d = read_info(target.model_path), read_info(draft.model_path)
-    vm = match_vocab(t, d)
-    if vm.kind == "identical":
-        return ModelDrafter(draft, n_vocab_target=target.vocab.n_vocab, p_min=p_min)
-    if vm.kind == "compatible":
-        return IdMapDrafter(draft, id_map(t, d), target.vocab.n_vocab, p_min)
-    return BridgeDrafter(target, draft, intersection_map(t, d), p_min)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from draftwise.backends.base import Backend
 from draftwise.config import SamplingConfig
 from draftwise.drafters.base import Draft, Drafter
-from draftwise.drafters.model import ModelDrafter
 from draftwise.drafters.ngram import NgramDrafter
 
 PREFIX = "ngram+"  # a draft named `ngram+MODEL` is MODEL with n-gram lookup in front
@@ -38,38 +38,38 @@ class HybridParams:
 
 
 class HybridDrafter(Drafter):
-    """NgramDrafter.lookup when confident, else the model; `source` tells which one ran last."""
+    """The n-gram lookup when confident, else the model; `source` tells which one ran last."""
 
     name = "hybrid"
 
-    def __init__(self, model: ModelDrafter | Drafter, ngram: NgramDrafter | None = None,
+    def __init__(self, model: Drafter, ngram: NgramDrafter | None = None,
                  params: HybridParams | None = None):
         self.model = model
         self.ngram = ngram or NgramDrafter(n_max=4, n_min=1)
         self.p = params or HybridParams()
-        self.ngram_alpha = 1.0
-        self.source = ""  # "ngram" or "model": who proposed the last draft
+        self.replayable = model.replayable
         self.rounds = {"ngram": 0, "model": 0}
+        self._forget()  # sets ngram_alpha, and source: who proposed the last draft
 
-    @property
-    def forward_seconds(self) -> float:  # type: ignore[override]
-        return self.model.forward_seconds
+    def model_backend(self) -> Backend | None:
+        return self.model.model_backend()
 
-    def reset(self) -> None:
-        self.model.reset()
+    def _forget(self) -> None:
         self.ngram.reset()
         self.ngram_alpha = 1.0
         self.source = ""
 
-    def begin(self, ctx: list[int]) -> None:
-        self.ngram.reset()
-        begin = getattr(self.model, "begin", None)
-        if begin:
-            begin(ctx)
+    def reset(self) -> None:
+        self.model.reset()
+        self._forget()
 
-    def ngram_proposal(self, ctx: list[int], k: int) -> list[int] | None:
-        """The lookup's tokens [<=k] if confident, else None (the model should draft)."""
-        tokens, n_match = self.ngram.lookup(ctx, k)
+    def begin(self, ctx: list[int]) -> None:
+        self._forget()
+        self.model.begin(ctx)
+
+    def lookup(self, ctx: list[int], k: int) -> list[int] | None:
+        """The n-gram tokens [<=k] if confident, else None (the model should draft)."""
+        tokens, n_match = self.ngram.match(ctx, k)
         if (n_match >= self.p.min_match and len(tokens) >= min(k, self.p.min_tokens)
                 and self.ngram_alpha >= self.p.min_alpha and tokens):
             self.source = "ngram"
@@ -79,7 +79,7 @@ class HybridDrafter(Drafter):
 
     def propose(self, ctx: list[int], k: int, sampling: SamplingConfig,
                 rng: np.random.Generator) -> Draft:
-        tokens = self.ngram_proposal(ctx, k)
+        tokens = self.lookup(ctx, k)
         if tokens is not None:
             return Draft(tokens, None)  # q None: one-hot, exact for sampling too
         return self.model.propose(ctx, k, sampling, rng)

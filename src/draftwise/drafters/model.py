@@ -1,4 +1,4 @@
-"""A draft language model with its own KV cache, catching up on what the target committed."""
+"""A draft language model sharing the target's token ids, with its own KV cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 from draftwise.backends.base import Backend
 from draftwise.config import SamplingConfig
 from draftwise.drafters.base import Draft, Drafter
+from draftwise.drafters.lm import DraftLM
 from draftwise.sampling import probs, sample
 
 
@@ -23,44 +24,22 @@ class ModelDrafter(Drafter):
     """
 
     name = "model"
+    replayable = True
 
     def __init__(self, backend: Backend, n_vocab_target: int | None = None, p_min: float = 0.0):
-        self.backend = backend
+        self.lm = DraftLM(backend)
         self.n_vocab_target = n_vocab_target or backend.vocab.n_vocab
         self.p_min = p_min
-        self.reset()
 
-    @property
-    def forward_seconds(self) -> float:  # type: ignore[override]
-        return self.backend.forward_seconds
+    def model_backend(self) -> Backend:
+        return self.lm.backend
 
     def reset(self) -> None:
-        self.backend.rollback(0)
-        self._cached: list[int] = []
-        self._synced = 0  # ctx[:_synced] is known to equal _cached[:_synced]
+        self.lm.reset()
 
     def begin(self, ctx: list[int]) -> None:
         """Prefill all but the last context token (done while the target prefills)."""
-        self.reset()
-        if len(ctx) > 1:
-            self.backend.forward(ctx[:-1], 0)
-            self._cached = list(ctx[:-1])
-            self._synced = len(ctx) - 1
-
-    def _catch_up(self, ctx: list[int]) -> np.ndarray:
-        """Cut the cache to its common prefix with ctx, feed the rest; logits [V] after ctx."""
-        n = self._synced
-        lim = min(len(self._cached), len(ctx) - 1)  # keep one token to feed: we need its logits
-        while n < lim and self._cached[n] == ctx[n]:
-            n += 1
-        if n < len(self._cached):
-            self.backend.rollback(n)
-            del self._cached[n:]
-        feed = ctx[n:]
-        logits = self.backend.forward(feed, 1)[0]
-        self._cached.extend(feed)
-        self._synced = len(ctx)
-        return logits
+        self.lm.prefill(ctx)
 
     def _fit(self, q: np.ndarray) -> np.ndarray:
         """q [V_draft] -> [V_target]: padding rows differ in width only; they carry no mass."""
@@ -74,11 +53,10 @@ class ModelDrafter(Drafter):
 
     def propose(self, ctx: list[int], k: int, sampling: SamplingConfig,
                 rng: np.random.Generator) -> Draft:
-        room = self.backend.n_ctx - len(ctx)
-        k = min(k, room)
+        k = min(k, self.lm.backend.n_ctx - len(ctx))
         if k <= 0:
             return Draft()
-        logits = self._catch_up(ctx)
+        logits = self.lm.logits_after(ctx)
         tokens: list[int] = []
         qs: list[np.ndarray] = []
         for i in range(k):
@@ -95,9 +73,5 @@ class ModelDrafter(Drafter):
             tokens.append(d)
             if i == k - 1:
                 break
-            logits = self.backend.forward([d], 1)[0]
-            self._cached.append(d)
+            logits = self.lm.step(d)
         return Draft(tokens, np.stack(qs) if qs else None)
-
-    def close(self) -> None:
-        self.backend.close()

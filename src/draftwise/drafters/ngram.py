@@ -16,6 +16,7 @@ class NgramDrafter(Drafter):
     """
 
     name = "ngram"
+    replayable = True
 
     def __init__(self, n_max: int = 3, n_min: int = 1):
         if not 1 <= n_min <= n_max:
@@ -38,7 +39,7 @@ class NgramDrafter(Drafter):
                     idx[tuple(ctx[end - n:end])] = end
         self._indexed = max(self._indexed, len(ctx))
 
-    def lookup(self, ctx: list[int], k: int) -> tuple[list[int], int]:
+    def match(self, ctx: list[int], k: int) -> tuple[list[int], int]:
         """Continuation [<=k] of the longest matching suffix, and the match length (0 = none)."""
         self._update(ctx)
         for n in range(min(self.n_max, len(ctx)), self.n_min - 1, -1):
@@ -47,6 +48,9 @@ class NgramDrafter(Drafter):
                 return ctx[start:start + k], n
         return [], 0
 
+    def lookup(self, ctx: list[int], k: int) -> list[int]:
+        return self.match(ctx, k)[0]
+
     def propose(self, ctx: list[int], k: int, sampling: SamplingConfig,
                 rng: np.random.Generator) -> Draft:
-        return Draft(self.lookup(ctx, k)[0], None)
+        return Draft(self.lookup(ctx, k), None)

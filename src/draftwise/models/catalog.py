@@ -1,7 +1,8 @@
 """The model catalog (catalog.json) and resolving a model name to something loadable.
 
 A name is a catalog entry (`qwen2.5-coder-1.5b`), a quantized variant of one made by
-`models quantize` (`qwen2.5-coder-1.5b-q8_0`), a local GGUF file, a local HF directory or a hub id.
+`models quantize` (`qwen2.5-coder-1.5b-q8_0`), a model made locally by `distill` (registry.py) or
+its variant, a local GGUF file, a local HF directory or a hub id.
 """
 
 from __future__ import annotations
@@ -90,7 +91,27 @@ def resolve(name: str) -> ModelRef:
             raise DraftwiseError(f"model {name} does not exist yet; run `draftwise models quantize "
                                  f"{m['base']} --to {m['quant']}`")
         return ModelRef("gguf", str(path), name)
+    if (local := _resolve_local(name)) is not None:
+        return local
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.endswith(".gguf"):
         return ModelRef("hub", name, name)
     raise DraftwiseError(f"unknown model {name!r}: not a catalog name (`draftwise models list`), "
                          "a local GGUF file, an HF directory or a hub id")
+
+
+def _resolve_local(name: str) -> ModelRef | None:
+    """A model made locally (`draftwise distill`, models/registry.py), or a quantized variant."""
+    from draftwise.models import registry
+
+    entries = registry.load()
+    m = _VARIANT.match(name)
+    if name in entries:
+        path = entries[name].path
+    elif m and m["base"] in entries and (vp := entries[m["base"]].variant_path(m["quant"])):
+        path = vp
+    else:
+        return None
+    if not path.is_file():
+        raise DraftwiseError(f"local model {name} is registered but {path} is missing; "
+                             "make it again with `draftwise distill`")
+    return ModelRef("gguf", str(path), name)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from draftwise.config import K_MAX, SamplingConfig
+from draftwise.config import SamplingConfig, check_k
 from draftwise.engine import Engine
 from draftwise.errors import DraftwiseError
 from draftwise.server import errors
 from draftwise.server.asgi import BodyLimit, JobStream
+from draftwise.server.auth import ApiKeyAuth, exposure_warning
 from draftwise.server.errors import APIError
 from draftwise.server.metrics import Metrics
 from draftwise.server.openai_format import DONE, Shape, speculative, sse
@@ -27,14 +32,16 @@ _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/metrics
 
 
 def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout_s: float = 300.0,
-               default_k: int | None = None) -> FastAPI:
+               default_k: int | None = None, api_keys: Sequence[str] = (),
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """An app serving `engine` as `model_name`. queue_size: requests that may wait while one runs;
     timeout_s: per request, queue wait included; default_k: fixed K for requests without draft_k
-    (None keeps the engine's own policy)."""
+    (None keeps the engine's own policy); api_keys: if any, every endpoint but /health needs
+    `Authorization: Bearer KEY`; cors_origins: origins browsers may call from."""
     if queue_size < 1:
         raise DraftwiseError(f"the queue size must be >= 1, got {queue_size}")
-    if default_k is not None and not 1 <= default_k <= K_MAX:
-        raise DraftwiseError(f"K must be between 1 and {K_MAX}, got {default_k}")
+    if default_k is not None:
+        check_k(default_k)
     metrics = Metrics()
     worker = Worker(engine, metrics, queue_size=queue_size, default_k=default_k)
     n_ctx = engine.target.n_ctx
@@ -47,14 +54,23 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
 
     app = FastAPI(title="draftwise", lifespan=lifespan, strict_content_type=False,
                   docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.worker, app.state.metrics, app.state.engine = worker, metrics, engine
 
-    def count(request: Request, status: int) -> None:
-        path = request.url.path
+    def count_path(path: str, status: int) -> None:
         if path.startswith("/v1/models/"):
             path = "/v1/models"
         metrics.requests.labels(path if path in _ENDPOINTS else "other", str(status)).inc()
+
+    def count(request: Request, status: int) -> None:
+        count_path(request.url.path, status)
+
+    # The last added is the outermost: CORS answers preflights, then keys, then the body limit.
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    if api_keys:
+        app.add_middleware(ApiKeyAuth, keys=list(api_keys), reject=count_path)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
 
     errors.install(app, count)
 
@@ -63,6 +79,9 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
 
     @app.get("/health")
     async def health(request: Request):
+        if worker.stopping:  # load balancers stop routing here
+            count(request, 503)
+            return JSONResponse({"status": "stopping", "model": model_name}, status_code=503)
         count(request, 200)
         return {"status": "ok", "model": model_name, "queue_depth": worker.depth,
                 "running": worker.running is not None}
@@ -169,12 +188,66 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
 
 def serve(engine: Engine, model_name: str, host: str = "127.0.0.1", port: int = 8000,
           queue_size: int = 16, timeout_s: float = 300.0, default_k: int | None = None,
-          log_level: str = "info") -> None:
-    """Serve until interrupted (blocks). Binds to loopback unless `host` says otherwise."""
+          log_level: str = "info", api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
+          grace_s: float = 10.0) -> None:
+    """Serve until SIGTERM or SIGINT (blocks), then stop cleanly and return (see _run_until_signal).
+    Binds to loopback unless `host` says otherwise."""
     import uvicorn
 
+    if grace_s < 0:
+        raise DraftwiseError(f"--grace must be 0 or more seconds, got {grace_s}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # the CLI configured logging at WARNING: the server's lines still show
     app = create_app(engine, model_name, queue_size=queue_size, timeout_s=timeout_s,
-                     default_k=default_k)
-    log.info("serving %s on http://%s:%d/v1 (queue %d)", model_name, host, port, queue_size)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+                     default_k=default_k, api_keys=api_keys, cors_origins=cors_origins)
+    if warning := exposure_warning(host, port, api_keys):
+        log.warning(warning)
+    log.info("serving %s on http://%s:%d/v1 (queue %d%s)", model_name, host, port, queue_size,
+             ", API key required" if api_keys else "")
+    # uvicorn's own wait for open responses outlasts the grace period, so a stream cut at the
+    # end of it still delivers its error event and [DONE].
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           timeout_graceful_shutdown=grace_s + 5))
+    _run_until_signal(server, app.state.worker, grace_s)
+    if not server.started:
+        raise DraftwiseError(f"could not serve on {host}:{port} (uvicorn's error above says why; "
+                             "is the port in use?)")
+
+
+def _run_until_signal(server, worker: Worker, grace_s: float) -> None:
+    """Run uvicorn in a thread while this (main) thread owns SIGTERM and SIGINT, alike.
+
+    On the first signal: no new requests (queued ones get 503), the running one has grace_s
+    seconds to finish before it is cut (its stream ends with an error event and [DONE]); then
+    uvicorn closes and this returns, so that the caller saves adaptive K's costs and exits 0.
+    A second signal cuts the running request and stops at once. (uvicorn in the main thread
+    would re-raise SIGTERM after its shutdown: exit 143, nothing saved.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        # Only the main thread gets signals: whoever started this thread stops uvicorn itself.
+        server.run()
+        worker.stop()
+        return
+    signals: list[int] = []
+    old = {s: signal.signal(s, lambda sig, _frame: signals.append(sig))
+           for s in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=server.run, name="draftwise-http")
+    thread.start()
+    deadline = None
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+            if signals and deadline is None:
+                log.info("%s: stopping; no new requests, the running one has %g s to finish",
+                         signal.Signals(signals[0]).name, grace_s)
+                worker.drain()
+                deadline = time.monotonic() + grace_s
+                server.should_exit = True
+            if deadline is not None and (time.monotonic() >= deadline or len(signals) > 1):
+                worker.cancel_running()
+                if len(signals) > 1:
+                    server.force_exit = True
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        worker.stop()  # the engine is idle before anyone reads its state

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat,
-                      StrictInt, StrictStr, field_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
-from draftwise.config import K_MAX
-
+from draftwise.config import check_k
+from draftwise.errors import DraftwiseError
 
 
 def _utf8(s: str) -> str:
@@ -17,6 +26,13 @@ def _utf8(s: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("the text is not valid Unicode (lone surrogate escape)") from None
     return s
+
+
+def _draft_k(k: int) -> int:
+    try:
+        return check_k(k)
+    except DraftwiseError as e:
+        raise ValueError(str(e)) from None
 
 
 Text = Annotated[StrictStr, AfterValidator(_utf8)]
@@ -49,7 +65,7 @@ class _Request(BaseModel):
     n: StrictInt | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    draft_k: StrictInt | None = Field(None, ge=1, le=K_MAX)
+    draft_k: Annotated[StrictInt, AfterValidator(_draft_k)] | None = None
     user: StrictStr | None = None
     best_of: Any = None
     echo: Any = None
@@ -118,8 +134,17 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = Field(None, validate_default=True)
     name: StrictStr | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _present(cls, v: Any, info) -> Any:
+        # OpenAI allows a null (or missing) content only for an assistant turn with tool calls.
+        if v is None and info.data.get("role", "assistant") != "assistant":
+            raise ValueError(f"a {info.data['role']} message needs content (a string or a list of "
+                             "text parts); null is allowed only for assistant messages")
+        return v
 
     def as_dict(self) -> dict:
         c = self.content

@@ -15,9 +15,9 @@ from typing import Any
 from starlette.requests import Request
 
 from draftwise.config import GenerateConfig, SamplingConfig
-from draftwise.controller import FixedK
 from draftwise.engine import Engine
 from draftwise.errors import DraftwiseError
+from draftwise.policy import FixedK
 from draftwise.server.errors import APIError
 from draftwise.server.metrics import Metrics
 
@@ -101,7 +101,7 @@ class Worker:
     def submit(self, job: Job) -> None:
         with self._cv:
             if self._stopping:
-                raise APIError(503, "the server is shutting down")
+                raise APIError(503, "the server is shutting down", code="shutting_down")
             if len(self._pending) >= self.queue_size:
                 raise QueueFull
             self._pending.append(job)
@@ -120,15 +120,31 @@ class Worker:
                 self._pending.remove(job)
                 self.metrics.queue_depth.set(len(self._pending))
 
-    def stop(self, timeout: float = 10.0) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def drain(self) -> None:
+        """Stop admitting: new and queued requests get 503; the running one goes on."""
         with self._cv:
             self._stopping = True
+            for job in self._pending:
+                job.emit("error", APIError(503, "the server is shutting down",
+                                           code="shutting_down"))
+            self._pending.clear()
+            self.metrics.queue_depth.set(0)
+            self._cv.notify_all()
+
+    def cancel_running(self) -> None:
+        """Stop the running request after its current round; _loop answers it 503."""
+        with self._cv:
             if self.running:
                 self.running.cancelled.set()
-            for job in self._pending:
-                job.emit("error", APIError(503, "the server is shutting down"))
-            self._pending.clear()
-            self._cv.notify_all()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """drain(), cancel the running request and wait up to `timeout` s for the engine thread."""
+        self.drain()
+        self.cancel_running()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -156,6 +172,9 @@ class Worker:
             self.metrics.running.set(0)
             with self._cv:
                 self.running = None
+                if last is None and self._stopping:  # cut by shutdown: the client hears why
+                    last = ("error", APIError(503, "the server shut down before the reply was "
+                                                   "complete", code="shutting_down"))
             if last:  # after `running` is cleared: a client that got its answer sees an idle engine
                 job.emit(*last)
 
@@ -197,13 +216,12 @@ class Worker:
                            param="max_tokens", code="context_length_exceeded")
         cfg = GenerateConfig(max_tokens=max_tokens, stop=job.stop, sampling=job.sampling)
         job.emit("start", len(ids))
-        saved, k = eng.policy, job.draft_k or self.default_k
-        if k and eng.drafter is not None:
-            eng.policy = FixedK(k)
-        gen = eng.stream(ids, cfg)
+        k = job.draft_k or self.default_k
+        run = eng.run(ids, cfg, policy=FixedK(k) if k and eng.drafter is not None else None)
+        deltas = iter(run)
         first = True
         try:
-            for delta in gen:
+            for delta in deltas:
                 if first:
                     self.metrics.ttft.observe(time.monotonic() - job.t_arrival)
                     first = False
@@ -211,9 +229,8 @@ class Worker:
                 if job.cancelled.is_set():
                     break
         finally:
-            gen.close()
-            eng.policy = saved
-        st = eng.stats
+            deltas.close()
+        st = run.stats
         self.metrics.observe(st)
         if st.low_acceptance:
             log.warning("request %d: acceptance stayed below 0.5 (%.2f over %d rounds); the draft "

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from draftwise.pairing.report import Report, check
+from draftwise.doctor.report import Report, check
 
 _STYLE = {"pass": ("PASS", "green"), "info": ("INFO", "cyan"), "warn": ("WARN", "yellow"),
           "fail": ("FAIL", "red")}

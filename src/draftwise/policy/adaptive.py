@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from draftwise.controller import KPolicy
+from draftwise.policy.base import KPolicy
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,6 @@ class AdaptiveParams:
     min_rounds_off: int = 3  # rounds of a generation before speculation may turn off
     calibrate_within: float = 0.25  # measure t_v(1) once AR is predicted within this of the best
 
-
-def expected_tokens(alpha: float, k: int) -> float:
-    """Tokens per round with K drafts, i.i.d. acceptance alpha: (1 - alpha^(K+1)) / (1 - alpha)."""
-    if alpha >= 1.0:
-        return k + 1.0
-    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
 class AdaptiveK(KPolicy):

@@ -11,8 +11,9 @@ import difflib
 from dataclasses import asdict, dataclass, field
 
 from draftwise.errors import DraftwiseError
+from draftwise.pairing.decision import Pairing, decide
 from draftwise.pairing.meta import ModelInfo, read_info
-from draftwise.pairing.tokens import VocabMatch, intersection_map, match_vocab
+from draftwise.pairing.tokens import VocabMatch
 
 STATUSES = ("pass", "info", "warn", "fail")
 GEN_PROMPT = "def fibonacci(n):"
@@ -64,12 +65,12 @@ def check(target: str, draft: str, *, generate: bool = True) -> Report:
     """Compare two models by name (catalog, GGUF, HF dir, hub id); with `generate`, also load the
     draft and run a short greedy generation. Raises DraftwiseError if a model cannot be read."""
     t, d = read_info(target), read_info(draft)
-    vm = match_vocab(t, d)
+    pairing = decide(t, d)
+    vm = pairing.vocab
     items = [_tokenizer_item(t, d), _ids_item(t, d, vm), *_special_items(t, d),
              _context_item(t, d), _size_item(t, d), _family_item(t, d)]
-    n_inter = None
     if vm.kind == "different":
-        n_inter = len(intersection_map(t, d))
+        n_inter = len(pairing.tmap)
         items.append(Item("shared tokens", "info" if n_inter else "fail",
                           f"{n_inter} draft tokens are also target tokens "
                           f"({100 * n_inter / max(1, d.n_tokens):.0f}% of the draft's); "
@@ -78,32 +79,16 @@ def check(target: str, draft: str, *, generate: bool = True) -> Report:
     if generate:
         gen_item, sample = _generation_item(draft)
         items.append(gen_item)
-    verdict, reason = _verdict(vm, n_inter, items)
+    verdict, reason = _verdict(pairing, items)
     return Report(t, d, verdict, reason, items, _checklist(t, d, vm, items), sample)
 
 
-def _verdict(vm: VocabMatch, n_inter: int | None, items: list[Item]) -> tuple[str, str]:
+def _verdict(pairing: Pairing, items: list[Item]) -> tuple[str, str]:
+    """The pairing decision, unless the draft failed to generate text."""
     gen = next((i for i in items if i.name == "draft generates"), None)
     if gen is not None and gen.status == "fail":
         return "incompatible", f"the draft cannot generate text ({gen.detail}); pick another draft"
-    if vm.kind == "identical":
-        return "identical", "same vocabulary: direct speculation"
-    if n_inter == 0:
-        return "incompatible", ("the vocabularies share no token strings, so the draft's tokens "
-                                "cannot be mapped to the target's; pick a draft with a related "
-                                "tokenizer")
-    if vm.kind == "compatible":
-        what = []
-        if vm.padding[0] != vm.padding[1]:
-            what.append("padding rows")
-        if vm.special_diffs or vm.n_agree < vm.n_ordinary:
-            what.append("special or added tokens")
-        return "compatible", (f"ordinary tokens agree; differences only in "
-                              f"{' and '.join(what) or 'token lists'}: speculation through an id "
-                              "map, output still exactly the target's")
-    return "bridged", ("different tokenizers: the draft's text is re-tokenized for the target "
-                       f"(greedy) or drafted over {n_inter} shared tokens (sampling); lossless, "
-                       "slower than a same-tokenizer draft")
+    return pairing.verdict, pairing.reason
 
 
 def _tokenizer_item(t: ModelInfo, d: ModelInfo) -> Item:

@@ -17,6 +17,13 @@ class KPolicy(ABC):
     def observe(self, k: int, n_accepted: int, t_draft: float, t_target: float) -> None:  # noqa: B027
         """k drafted, n_accepted kept; seconds spent in draft and target forwards this round."""
 
+    def state(self) -> dict | None:
+        """What this policy learned that outlives a process (JSON-ready), or None."""
+        return None
+
+    def load_state(self, d: dict) -> None:  # noqa: B027
+        """Start from state() of an earlier run."""
+
 
 class FixedK(KPolicy):
     def __init__(self, k: int):
@@ -24,12 +31,3 @@ class FixedK(KPolicy):
 
     def next_k(self) -> int:
         return self.k
-
-
-def make_policy(spec) -> KPolicy:
-    """The policy a SpecConfig asks for: fixed K, or adaptive K up to spec.k_max."""
-    if spec.adaptive:
-        from draftwise.adaptive import AdaptiveK
-
-        return AdaptiveK(k_max=spec.k_max, k_init=spec.k)
-    return FixedK(spec.k)

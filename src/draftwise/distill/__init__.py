@@ -1,0 +1,1 @@
+"""`draftwise distill`: a draft fine-tuned toward its target and exported to GGUF (pipeline.py)."""

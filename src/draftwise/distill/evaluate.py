@@ -1,0 +1,249 @@
+"""Stage `eval`: the draft before and after, on prompts training never saw.
+
+The target greedily continues every held-out prompt (same categories as training) and a few
+prompts of each other category (cached in eval/conts/). One teacher-forced pass of each draft over
+those texts gives, per position, greedy agreement (the draft's argmax is the target's token, as
+`advise` measures it) and the expected acceptance under sampling at temperature 1,
+sum_v min(p, q). Reported per category: eval/report.json, report.md, agreement.png, and one line
+of verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from draftwise.backends.base import Backend
+from draftwise.bench.advise import greedy_agreement, overlap, teacher_forced
+from draftwise.bench.prompts import Prompt
+from draftwise.config import SamplingConfig
+from draftwise.distill.data import Split, continue_ids, render_ids
+from draftwise.distill.rundir import RunDir, atomic_path, read_json, write_json
+
+SAMPLING = SamplingConfig(temperature=1.0)
+BETTER = 1.0  # points of agreement that count as a gain
+HARM = 2.0  # points an other category may lose before the verdict says so
+
+
+@dataclass
+class Tally:
+    """Sums over positions of one draft in one category."""
+
+    positions: int = 0
+    agree: float = 0.0
+    accept: float = 0.0
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.positions if self.positions else float("nan")
+
+    @property
+    def acceptance(self) -> float:
+        return self.accept / self.positions if self.positions else float("nan")
+
+
+@dataclass
+class EvalResult:
+    """tallies[draft][category]; groups[category] is 'trained' or 'other'; before/after name the
+    two drafts the verdict compares."""
+
+    drafts: dict[str, str]  # label -> model path
+    groups: dict[str, str]
+    tallies: dict[str, dict[str, Tally]] = field(default_factory=dict)
+    before: str = ""
+    after: str = ""
+    verdict: str = ""
+    skipped: list[str] = field(default_factory=list)
+    # held-out positions of the trained group where only `after` agrees / only `before` does
+    gained: int = 0
+    lost: int = 0
+
+    def delta(self, cat: str, what: str = "agreement") -> float:
+        """Points (x100) after minus before in one category."""
+        a, b = self.tallies[self.after][cat], self.tallies[self.before][cat]
+        return 100 * (getattr(a, what) - getattr(b, what))
+
+    def pooled(self, label: str, group: str, what: str = "agreement") -> float:
+        ts = [t for c, t in self.tallies[label].items() if self.groups[c] == group]
+        n = sum(t.positions for t in ts)
+        key = "agree" if what == "agreement" else "accept"
+        return sum(getattr(t, key) for t in ts) / n if n else float("nan")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for label, cats in self.tallies.items():
+            for c, t in cats.items():
+                d["tallies"][label][c].update(agreement=t.agreement, acceptance=t.acceptance)
+        return d
+
+
+def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
+           max_prompt_tokens: int, progress=None) -> list[dict]:
+    """The target's greedy continuation of each evaluation prompt, cached per prompt."""
+    d = run.stage("eval") / "conts"
+    d.mkdir(exist_ok=True)
+    prompts: list[tuple[str, Prompt]] = [("trained", p) for p in split.held_out] + \
+        [("other", p) for p in split.other]
+    task = (progress.add_task("eval: target continues", total=len(prompts), info="")
+            if progress else None)
+    out = []
+    for i, (group, p) in enumerate(prompts):
+        f = d / f"{i:05d}.json"
+        if not f.is_file():
+            ids = render_ids(p, target)
+            rec = {"id": p.id, "category": p.category, "group": group, "prompt": ids, "cont": []}
+            if len(ids) <= max_prompt_tokens:
+                rec["cont"] = continue_ids(target, ids, max_tokens, 0.0, 0)
+            write_json(f, rec)
+        out.append(read_json(f))
+        if progress:
+            progress.update(task, advance=1)
+    return out
+
+
+def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backend],
+             before: str, after: str, max_tokens: int, max_prompt_tokens: int,
+             trained_label: str | None = None, progress=None) -> EvalResult:
+    """Evaluate each draft (label -> backend); the verdict compares `before` with `after`."""
+    if run.is_done("eval"):
+        return _load(read_json(run.path / "eval" / "report.json"))
+    conts = _conts(run, split, target, max_tokens, max_prompt_tokens, progress)
+    res = EvalResult({k: b.model_path for k, b in drafts.items()}, {}, before=before, after=after)
+    for rec in conts:
+        cat = trained_label if (rec["group"] == "trained" and trained_label) else rec["category"]
+        res.groups[cat] = rec["group"]
+    res.tallies = {k: {c: Tally() for c in res.groups} for k in drafts}
+    task = (progress.add_task("eval: teacher-forced", total=len(conts), info="")
+            if progress else None)
+    for rec in conts:
+        cat = trained_label if (rec["group"] == "trained" and trained_label) else rec["category"]
+        if len(rec["cont"]) < 1:
+            res.skipped.append(f"{rec['category']}/{rec['id']}")
+        else:
+            tl = teacher_forced(target, rec["prompt"], rec["cont"])
+            agree = {}
+            for label, be in drafts.items():
+                dl = teacher_forced(be, rec["prompt"], rec["cont"])
+                agree[label] = greedy_agreement(dl, rec["cont"], target.vocab.n_vocab)
+                t = res.tallies[label][cat]
+                t.positions += len(rec["cont"])
+                t.agree += float(agree[label].sum())
+                t.accept += float(overlap(tl, dl, SAMPLING).sum())
+            if rec["group"] == "trained":
+                res.gained += int(((agree[after] == 1) & (agree[before] == 0)).sum())
+                res.lost += int(((agree[after] == 0) & (agree[before] == 1)).sum())
+        if progress:
+            progress.update(task, advance=1)
+    res.verdict = verdict(res)
+    write_report(run, res)
+    run.mark_done("eval", {"verdict": res.verdict})
+    return res
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """Two-sided exact p-value that positions flip either way equally often (McNemar)."""
+    n, k = gained + lost, min(gained, lost)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def verdict(res: EvalResult) -> str:
+    """One line: better / no clear change / worse / mixed, with the numbers behind it. A change
+    counts only when it is >= 1 point and the positions that flipped favour one side beyond
+    chance (sign test, p < 0.05): a few hundred positions move by a point or two on noise."""
+    b, a = res.pooled(res.before, "trained"), res.pooled(res.after, "trained")
+    gain = 100 * (a - b)
+    p = sign_test(res.gained, res.lost)
+    others = [res.delta(c) for c, g in res.groups.items() if g == "other"
+              and res.tallies[res.before][c].positions]
+    worst = min(others) if others else 0.0
+    ea, eb = res.pooled(res.after, "trained", "acceptance"), res.pooled(res.before, "trained",
+                                                                        "acceptance")
+    if gain >= BETTER and p < 0.05 and worst >= -HARM:
+        word = "better"
+    elif gain >= BETTER and p < 0.05:
+        word = "mixed (gains where trained, loses elsewhere)"
+    elif gain <= -BETTER and p < 0.05:
+        word = "worse"
+    else:
+        word = "no clear change"
+    other = (f"; other categories {min(others):+.1f} to {max(others):+.1f} points"
+             if others else "")
+    return (f"verdict: {word}: held-out greedy agreement {100 * b:.1f}% -> {100 * a:.1f}% "
+            f"({gain:+.1f} points; {res.gained} positions gained, {res.lost} lost, p={p:.2g})"
+            f"{other}; expected acceptance at T=1 {100 * eb:.1f}% -> {100 * ea:.1f}%")
+
+
+def _load(d: dict) -> EvalResult:
+    res = EvalResult(d["drafts"], d["groups"], before=d["before"], after=d["after"],
+                     verdict=d["verdict"], skipped=d.get("skipped", []),
+                     gained=d.get("gained", 0), lost=d.get("lost", 0))
+    res.tallies = {k: {c: Tally(t["positions"], t["agree"], t["accept"]) for c, t in v.items()}
+                   for k, v in d["tallies"].items()}
+    return res
+
+
+def markdown(res: EvalResult) -> str:
+    labels = list(res.tallies)
+    head = ["category", "group", "positions"] + [f"agreement {k}" for k in labels] + \
+        ["change"] + [f"acceptance T=1 {k}" for k in labels] + ["change"]
+    lines = ["# distill evaluation", "", res.verdict, "",
+             f"before = `{res.before}` ({res.drafts[res.before]}), after = `{res.after}` "
+             f"({res.drafts[res.after]}). Agreement: the draft's argmax is the target's greedy "
+             "token (teacher-forced); acceptance: sum min(p, q) at temperature 1.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c, g in res.groups.items():
+        t0 = res.tallies[labels[0]][c]
+        cells = [c, g, str(t0.positions)]
+        cells += [f"{100 * res.tallies[k][c].agreement:.1f}%" for k in labels]
+        cells.append(f"{res.delta(c):+.1f}")
+        cells += [f"{100 * res.tallies[k][c].acceptance:.1f}%" for k in labels]
+        cells.append(f"{res.delta(c, 'acceptance'):+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if res.skipped:
+        lines += ["", f"skipped (prompt too long or no continuation): {', '.join(res.skipped)}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: EvalResult) -> bytes:
+    """PNG: greedy agreement per category, one bar per draft."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cats = list(res.groups)
+    labels = list(res.tallies)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(cats) + 2), 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    w = 0.8 / len(labels)
+    x = np.arange(len(cats))
+    for i, k in enumerate(labels):
+        ax.bar(x + (i - (len(labels) - 1) / 2) * w,
+               [100 * res.tallies[k][c].agreement for c in cats], w, label=k)
+    ax.set_xticks(x, [f"{c}\n({res.groups[c]})" for c in cats])
+    ax.set_ylabel("greedy agreement with the target (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower right")
+    ax.set_title("draft agreement per category, before and after distillation")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def write_report(run: RunDir, res: EvalResult) -> Path:
+    d = run.stage("eval")
+    with atomic_path(d / "agreement.png") as tmp:
+        tmp.write_bytes(plot(res))
+    with atomic_path(d / "report.md") as tmp:
+        tmp.write_text(markdown(res))
+    with atomic_path(d / "report.json") as tmp:
+        tmp.write_text(json.dumps(res.to_dict(), indent=1))
+    return d / "report.md"

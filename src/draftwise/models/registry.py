@@ -1,0 +1,86 @@
+"""Local models made on this machine (`draftwise distill`), kept in <cache>/models/local.json.
+
+Each entry names a GGUF file in the models directory, the model it was made from (parent), the
+target it was made for, and how (recipe); quantized variants made alongside it are listed by
+quantization. catalog.resolve() looks names up here, so every command takes them by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from draftwise.errors import DraftwiseError
+from draftwise.models.store import models_dir
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """name -> models_dir()/file; variants: quant -> file."""
+
+    name: str
+    file: str
+    parent: str
+    target: str
+    recipe: str
+    created: str
+    variants: dict[str, str] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return models_dir() / self.file
+
+    def variant_path(self, quant: str) -> Path | None:
+        f = self.variants.get(quant)
+        return models_dir() / f if f else None
+
+
+def registry_file() -> Path:
+    return models_dir() / "local.json"
+
+
+def load() -> dict[str, LocalModel]:
+    """All local models (an unreadable registry is an error, not an empty one)."""
+    f = registry_file()
+    if not f.is_file():
+        return {}
+    try:
+        raw = json.loads(f.read_text())
+        return {name: LocalModel(name=name, **{k: v for k, v in e.items() if k != "name"})
+                for name, e in raw.items()}
+    except (ValueError, TypeError) as e:
+        raise DraftwiseError(f"{f} is corrupt ({e}); fix or delete it") from None
+
+
+def get(name: str) -> LocalModel | None:
+    return load().get(name)
+
+
+def _save(entries: dict[str, LocalModel]) -> None:
+    f = registry_file()
+    fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=".local.json.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump({n: {k: v for k, v in asdict(e).items() if k != "name"}
+                       for n, e in entries.items()}, out, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the registry from other cache users
+        os.replace(tmp, f)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def register(entry: LocalModel) -> None:
+    """Add or replace an entry (written atomically)."""
+    entries = load()
+    entries[entry.name] = entry
+    _save(entries)
+
+
+def unregister(name: str) -> None:
+    entries = load()
+    if entries.pop(name, None) is not None:
+        _save(entries)

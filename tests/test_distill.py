@@ -1,0 +1,651 @@
+"""`draftwise distill` on tiny GGUF models: stages, resume, export round trip, lossless drafting,
+bad input; and --layers on the real Qwen 0.5B.
+
+The tiny pair: a random Qwen2 target (2 blocks, hidden 64, byte-level BPE of 320 tokens) written
+as a Q8_0 GGUF, and a draft that is the target plus a rank-2 perturbation of every linear layer
+of its blocks (about half of its greedy tokens agree). LoRA can undo such a perturbation, so
+distillation must raise agreement on prompts it never saw.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NEAR_TIE
+from scipy.stats import chisquare
+
+from draftwise.errors import DraftwiseError
+
+WORDS = ["def", "return", "the", "quick", "fox", "dog", "print", "range", "for", "if", "else",
+         "tokens", "draft", "target", "lazy", "sleeps", "pivot", "verifies"]
+NAME = "tiny-distilled"
+
+
+# -- tiny GGUF models --------------------------------------------------------------------------
+
+
+def random_qwen2(vocab: int, seed: int, layers: int = 2, hidden: int = 64) -> dict:
+    """HF state dict (numpy float32) of a random Qwen2 model with peaky outputs."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, initializer_range=0.3,
+                      tie_word_embeddings=False)
+    return {k: v.detach().numpy().astype(np.float32)
+            for k, v in Qwen2ForCausalLM(cfg).state_dict().items()}
+
+
+def low_rank_noise(sd: dict, scale: float, rank: int, seed: int) -> dict:
+    """sd with W + scale * U V^T / sqrt(in) on every linear layer of the blocks."""
+    rng = np.random.default_rng(seed)
+    out = dict(sd)
+    for k, w in sd.items():
+        if k.startswith("model.layers.") and k.endswith("proj.weight"):
+            u, v = rng.standard_normal((w.shape[0], rank)), rng.standard_normal((rank, w.shape[1]))
+            out[k] = (w + scale * (u @ v) / np.sqrt(w.shape[1])).astype(np.float32)
+    return out
+
+
+def write_tiny_gguf(path: Path, tok_dir: Path, tok, sd: dict, arch: str = "qwen2",
+                    qtype: str = "Q8_0") -> Path:
+    """A GGUF llama.cpp loads: gpt2 BPE tokenizer (tokens, merges, types), chat template, 2-D
+    weights in qtype (F32 otherwise); llama's q/k rows permuted as convert_hf_to_gguf does."""
+    import gguf
+
+    from draftwise.distill.hfmodel import permute
+
+    q = gguf.GGMLQuantizationType[qtype]
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("model.layers."))
+    hidden = sd["model.embed_tokens.weight"].shape[1]
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny")
+    w.add_context_length(2048)
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(sd["model.layers.0.mlp.up_proj.weight"].shape[0])
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_rope_freq_base(1e6)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else
+                    gguf.LlamaFileType.ALL_F32)
+    tj = json.loads((tok_dir / "tokenizer.json").read_text())
+    inv = {i: t for t, i in tj["model"]["vocab"].items()}
+    inv.update({a["id"]: a["content"] for a in tj["added_tokens"]})
+    tokens = [inv[i] for i in range(len(inv))]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t == "<eos>" else gguf.TokenType.NORMAL
+                       for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_bos_token_id(tok.eos_token_id)
+    w.add_add_bos_token(False)
+    w.add_chat_template(tok.chat_template)
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], layers)
+    for k, v in sd.items():
+        if arch == "llama" and k.endswith(("q_proj.weight", "k_proj.weight")):
+            v = permute(v, 4, 4 if "q_proj" in k else 2)
+        name = tmap.get_name(k, try_suffixes=(".weight", ".bias"))
+        if v.ndim == 2 and v.shape[1] % 32 == 0 and q != gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, gguf.quants.quantize(v, q), raw_dtype=q)
+        else:
+            w.add_tensor(name, v)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """target.gguf, draft.gguf (low-rank perturbed target), other.gguf (another vocabulary),
+    prompts.jsonl (40 short prompts)."""
+    from tiny import build_tokenizer
+
+    root = tmp_path_factory.mktemp("distill-tiny")
+    tok = build_tokenizer(root / "tok")
+    sd = random_qwen2(len(tok), seed=0)
+    other_tok = build_tokenizer(root / "tok2", vocab_size=290)
+    r = random.Random(0)
+    rows = [{"prompt": " ".join(r.choice(WORDS) for _ in range(r.randint(4, 12)))}
+            for _ in range(40)]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return {
+        "target": write_tiny_gguf(root / "target.gguf", root / "tok", tok, sd),
+        "draft": write_tiny_gguf(root / "draft.gguf", root / "tok", tok,
+                                 low_rank_noise(sd, 0.1, 2, seed=1)),
+        "other": write_tiny_gguf(root / "other.gguf", root / "tok2", other_tok,
+                                 random_qwen2(len(other_tok), seed=2)),
+        "prompts": root / "prompts.jsonl",
+        "tok_dir": root / "tok", "tok": tok, "sd": sd,
+    }
+
+
+def given(tiny, **kw) -> dict:
+    """Options of a fast tiny run (one llama.cpp and torch thread: tiny models gain nothing from
+    more, and a shared machine makes threads wait on each other)."""
+    base = dict(target=str(tiny["target"]), draft=str(tiny["draft"]), out=NAME,
+                prompts=str(tiny["prompts"]), n_prompts=32, max_tokens=24, steps=150, lr=2e-2,
+                lora_rank=4, eval_categories=("code",), n_eval_other=2, dtype="float32",
+                threads=1, quant="q6_k")  # q6_k falls back to q8_0 on 64-wide rows: faithful
+    return {**base, **kw}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A draftwise home of its own (models/ is a real directory): the registry and the exported
+    files never touch the user's cache."""
+    return tmp_path_factory.mktemp("distill-home")
+
+
+@pytest.fixture
+def in_home(home, monkeypatch) -> Path:
+    monkeypatch.setenv("DRAFTWISE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def distilled(tiny, home):
+    """One full run (gen, score, train, export, eval) on the tiny pair."""
+    from draftwise.distill.pipeline import run_distill
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRAFTWISE_HOME", str(home))
+        res = run_distill(given(tiny))
+    return res
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+def test_choose_layers():
+    from draftwise.distill.gguffile import choose_layers
+
+    assert choose_layers(24, 12) == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
+    assert choose_layers(24, 2) == [0, 23] and choose_layers(24, 1) == [0]
+    assert choose_layers(24, 24) == list(range(24))
+    assert choose_layers(24, 4, "first-last") == [0, 1, 2, 23]
+    assert choose_layers(24, 3, "first") == [0, 1, 2]
+    with pytest.raises(DraftwiseError, match="between 1 and the draft's 24 blocks"):
+        choose_layers(24, 25)
+
+
+def test_similar_span_drops_the_blocks_that_change_nothing():
+    """Blocks 1-2 with zero output projections pass the residual stream through unchanged:
+    keeping 2 of 4 blocks must drop exactly them."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from draftwise.distill.layers import angular_distances, similar_span
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=4, num_attention_heads=4,
+                                         num_key_value_heads=2, initializer_range=0.3))
+    with torch.no_grad():
+        for i in (1, 2):
+            model.model.layers[i].self_attn.o_proj.weight.zero_()
+            model.model.layers[i].mlp.down_proj.weight.zero_()
+    seqs = [[1, 5, 9, 3, 7], [2, 4, 6, 8]]
+    d = angular_distances(model, seqs, 2)
+    assert d.shape == (3,) and d[1] < 1e-3 < min(d[0], d[2])
+    assert similar_span(model, seqs, 4, 2) == [0, 3]
+    assert similar_span(model, seqs, 4, 3) in ([0, 2, 3], [0, 1, 3])
+    assert similar_span(model, seqs, 4, 4) == [0, 1, 2, 3]
+
+
+def test_permute_is_inverted_by_unpermute():
+    from draftwise.distill.hfmodel import permute, unpermute
+
+    w = np.arange(64 * 8, dtype=np.float32).reshape(64, 8)
+    for heads, kv in ((4, 4), (4, 2)):
+        rows = w[:64 if heads == kv else 32]
+        assert np.array_equal(unpermute(permute(rows, heads, kv), heads, kv), rows)
+        assert not np.array_equal(permute(rows, heads, kv), rows)
+
+
+def test_divergences_on_bins_hand_computed():
+    import torch
+
+    from draftwise.distill.losses import bins, divergence
+
+    # vocabulary of 3; the target keeps its top-1 (token 0, p = .5) and the rest (.5)
+    logits = torch.log(torch.tensor([[0.25, 0.25, 0.5]]))
+    log_p, log_q = bins(logits, torch.tensor([[0]]), torch.log(torch.tensor([[0.5]])),
+                        torch.tensor([0.5]))
+    assert torch.allclose(log_q.exp(), torch.tensor([[0.25, 0.75]]))  # draft: token 0, rest
+    assert divergence("tvd", log_p, log_q).item() == pytest.approx(0.25)
+    fkl = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)
+    assert divergence("fkl", log_p, log_q).item() == pytest.approx(fkl, rel=1e-5)
+    rkl = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)
+    assert divergence("rkl", log_p, log_q).item() == pytest.approx(rkl, rel=1e-5)
+    m = np.array([0.375, 0.625])
+    jsd = 0.5 * (0.5 * np.log(0.5 / m[0]) + 0.5 * np.log(0.5 / m[1])) + \
+        0.5 * (0.25 * np.log(0.25 / m[0]) + 0.75 * np.log(0.75 / m[1]))
+    assert divergence("jsd", log_p, log_q).item() == pytest.approx(jsd, rel=1e-5)
+    for kind in ("fkl", "rkl", "tvd", "jsd"):  # equal distributions: zero
+        assert divergence(kind, log_p, log_p).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bins_lower_bound_the_full_divergence():
+    import torch
+
+    from draftwise.distill.losses import bins, divergence
+    from draftwise.distill.score import top_k
+
+    g = torch.Generator().manual_seed(0)
+    t, d = torch.randn(5, 50, generator=g) * 2, torch.randn(5, 50, generator=g) * 2
+    s = top_k(t.numpy(), 8)
+    log_p, log_q = bins(d, torch.from_numpy(s.idx.astype(np.int64)),
+                        torch.from_numpy(s.logp.astype(np.float32)), torch.from_numpy(s.rest))
+    lp, lq = torch.log_softmax(t, -1), torch.log_softmax(d, -1)
+    for kind in ("fkl", "rkl", "tvd", "jsd"):
+        assert (divergence(kind, log_p, log_q) <= divergence(kind, lp, lq) + 1e-3).all(), kind
+    # with k = V - 1 the rest is one token: the bins are the full distribution
+    s = top_k(t.numpy(), 49)
+    log_p, log_q = bins(d, torch.from_numpy(s.idx.astype(np.int64)),
+                        torch.from_numpy(s.logp.astype(np.float32)), torch.from_numpy(s.rest))
+    assert torch.allclose(divergence("fkl", log_p, log_q), divergence("fkl", lp, lq), atol=2e-3)
+
+
+def test_sign_test_hand_computed():
+    from draftwise.distill.evaluate import sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32)  # 5 flips, all one way
+    assert sign_test(3, 2) == 1.0
+    assert sign_test(10, 1) == pytest.approx(2 * 12 / 2 ** 11)
+
+
+def test_top_k_keeps_the_largest_and_the_rest():
+    from draftwise.distill.score import top_k
+
+    x = np.random.default_rng(0).normal(size=(4, 100)) * 3
+    s = top_k(x, 5)
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert np.array_equal(s.idx, np.argsort(-x, axis=1)[:, :5])
+    np.testing.assert_allclose(np.exp(s.logp.astype(np.float64)),
+                               np.take_along_axis(p, s.idx, 1), rtol=2e-3)
+    np.testing.assert_allclose(s.rest, 1 - np.sort(p, 1)[:, -5:].sum(1), rtol=1e-5, atol=1e-7)
+
+
+def test_options_defaults_and_errors(tiny):
+    from draftwise.distill.options import DistillOptions
+
+    o = DistillOptions(target="t", draft="d", out="x", categories=("chat", "writing"))
+    assert (o.loss, o.n_prompts, o.n_eval, o.gen_temperature) == ("fkl", 14, 6, 0.0)
+    assert o.categories == ("chat",)  # "writing" is chat's alias
+    assert "code" in o.eval_categories and "chat" not in o.eval_categories
+    assert DistillOptions(target="t", draft="d", out="x", mode="sampling").loss == "tvd"
+    assert DistillOptions(target="t", draft="d", out="x", full=True).lr == 2e-5
+    for kw, msg in [({"categories": ("poetry",)}, "unknown category 'poetry'"),
+                    ({"n_prompts": 20}, "leaves 0 for evaluation"),
+                    ({"loss": "kl"}, "--loss must be one of"),
+                    ({"out": "bad/name"}, "not a usable model name"),
+                    ({"out": "mine-q4_0"}, "not a usable model name"),
+                    ({"prompts": "/no/such.jsonl"}, "does not exist"),
+                    ({"quant": "q7"}, "quant must be one of"),
+                    ({"layers": 0}, "--layers must be >= 1")]:
+        with pytest.raises(DraftwiseError, match=msg.replace("(", r"\(")):
+            DistillOptions(**{"target": "t", "draft": "d", "out": "x", **kw})
+
+
+# -- the tiny run ------------------------------------------------------------------------------
+
+
+def test_end_to_end_loss_falls_and_agreement_rises(distilled, home):
+    run = distilled.run
+    train = json.loads((run / "train" / "done.json").read_text())
+    assert train["loss_last"] < 0.3 * train["loss_first"]
+    rep = json.loads((run / "eval" / "report.json").read_text())
+    tallies, groups = rep["tallies"], rep["groups"]
+    trained = [c for c, g in groups.items() if g == "trained"]
+    assert trained and "code" in groups and groups["code"] == "other"
+    draft_label = next(k for k in tallies if k.endswith("draft.gguf"))
+    for c in trained:  # held-out prompts, unquantized export vs the stock draft
+        before, after = tallies[draft_label][c], tallies[NAME][c]
+        assert before["positions"] == after["positions"] > 100
+        assert after["agreement"] > before["agreement"] + 0.05
+        assert after["acceptance"] > before["acceptance"]
+    assert distilled.verdict.startswith("verdict: ") and "held-out greedy agreement" in \
+        distilled.verdict
+    assert distilled.verdict.startswith("verdict: better")  # the q6_k pair, sign test p < .05
+    assert rep["gained"] > 3 * rep["lost"]
+    assert (run / "eval" / "report.md").read_text().count("|") > 10
+    assert (run / "eval" / "agreement.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(distilled.timings) == {"gen", "score", "train", "export", "eval"}
+    # the training prompts were recorded and none was evaluated
+    gen = json.loads((run / "gen" / "done.json").read_text())
+    trained_ids = {(p["category"], p["id"]) for p in gen["train_prompts"]}
+    assert len(trained_ids) == 32
+    evaluated = {(r["category"], r["id"]) for r in
+                 (json.loads(f.read_text()) for f in (run / "eval" / "conts").glob("*.json"))}
+    assert len(evaluated) == 8 + 2 and not trained_ids & evaluated
+    assert not list(home.rglob("*.partial"))
+
+
+def test_registry_models_list_and_resolve(distilled, tiny, in_home):
+    from draftwise.doctor.report import check
+    from draftwise.models import registry
+    from draftwise.models.catalog import resolve
+
+    e = registry.get(NAME)
+    assert e.parent == str(tiny["draft"]) and e.target == str(tiny["target"])
+    assert "fkl (greedy)" in e.recipe and "lora r4" in e.recipe
+    assert resolve(NAME).ref == str(distilled.model)
+    assert resolve(f"{NAME}-q6_k").ref == distilled.variants["q6_k"]
+    assert check(str(tiny["target"]), NAME, generate=False).verdict == "identical"
+    r = subprocess.run([sys.executable, "-m", "draftwise.cli", "models", "list"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "local models" in r.stdout and NAME in r.stdout and f"{NAME}-q6_k" in r.stdout
+    assert str(tiny["draft"]) in r.stdout and "re-encoded" in r.stdout, r.stdout
+
+
+def test_export_round_trip(distilled, tiny, in_home):
+    import torch
+
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.backends.transformers import TransformersBackend
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.options import DistillOptions
+    from draftwise.distill.rundir import RunDir, read_json
+    from draftwise.distill.train import trained_weights
+
+    src, out = read_gguf(tiny["draft"]), read_gguf(distilled.model)
+    assert out.kv == src.kv  # metadata, tokenizer and chat template: byte for byte
+    trained = {n for n in out.tensors if n.endswith(("attn_q.weight", "attn_k.weight",
+                                                      "attn_v.weight", "attn_output.weight",
+                                                      "ffn_gate.weight", "ffn_up.weight",
+                                                      "ffn_down.weight"))}
+    assert len(trained) == 14
+    for n in src.tensors:
+        same = np.array_equal(out.raw(n), src.raw(n))
+        assert same == (n not in trained), n
+    # llama.cpp runs the file as the trained HF model does, within Q8_0's rounding
+    opts = DistillOptions.from_dict(read_json(distilled.run / "options.json"))
+    sd, changed = trained_weights(RunDir(distilled.run), src, opts)
+    model, _ = load_model(src)
+    model.load_state_dict(sd)
+    file_model, _ = load_model(out)  # the exported weights as written
+    ids = LlamaCppBackend(str(tiny["draft"]), n_ctx=256, threads=1).tokenize(
+        "def quick the fox return tokens draft")
+    be = LlamaCppBackend(str(distilled.model), n_ctx=256, threads=1)
+    ll = np.array(be.forward(ids, len(ids)))
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+        hf_file = file_model(torch.tensor([ids])).logits[0].numpy()
+    quant_err = np.abs(hf - hf_file).max()  # Q8_0 of the trained tensors
+    assert quant_err < 0.05 * np.abs(hf).max()
+    assert np.abs(ll - hf).max() < 0.1 * np.abs(hf).max()
+    assert (ll.argmax(1) == hf.argmax(1)).mean() >= 0.8
+    for hf_name, gg in (("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"),
+                        ("model.layers.1.mlp.down_proj.weight", "blk.1.ffn_down.weight")):
+        w, wq = sd[hf_name].numpy(), out.array(gg)
+        blocks = np.abs(w).reshape(-1, 32).max(1, keepdims=True)
+        assert (np.abs(w - wq).reshape(-1, 32) <= blocks / 127 * 0.6 + 1e-6).all()
+    # the transformers backend loads it too (dequantized through its own GGUF reader)
+    tb = TransformersBackend(str(distilled.model))
+    assert tb.tokenize("def quick the fox return tokens draft") == ids
+    assert (tb.forward(ids, len(ids)).argmax(1) == ll.argmax(1)).mean() >= 0.8
+
+
+def test_distilled_draft_is_lossless(distilled, tiny, in_home):
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.compare import ar_reference, divergence
+    from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
+    from draftwise.drafters.model import ModelDrafter
+    from draftwise.engine import Engine
+    from draftwise.sampling import probs
+
+    target = LlamaCppBackend(str(tiny["target"]), n_ctx=512, threads=1)
+    draft = LlamaCppBackend(str(distilled.model), n_ctx=512, threads=1)
+    engine = Engine(target, ModelDrafter(draft), SpecConfig(k=3))
+    cfg = GenerateConfig(max_tokens=40)
+    accepted = 0
+    for prompt in ("the quick fox", "def pivot return", "for tokens if draft"):
+        sd = engine.generate(prompt, cfg)
+        div = divergence(sd.tokens, *ar_reference(target, prompt, cfg))
+        assert div.identical or div.ar_margin < NEAR_TIE, div.describe()
+        accepted += sd.stats.n_accepted
+    assert accepted > 0
+    # sampling at T=1: the first two tokens follow the target's distribution. Cells: each likely
+    # pair, the rest of each likely first token's row, and all other first tokens (full
+    # support, so a verify pass's slightly different logits move probabilities, not supports)
+    s, n = SamplingConfig(temperature=1.0), 3000
+    eos = min(target.vocab.eos_ids)
+    ids = target.tokenize("the quick fox")
+    target.rollback(0)
+    p1 = probs(np.array(target.forward(ids, 1)), s)[0]
+    firsts = [int(a) for a in np.flatnonzero(p1 * n >= 5) if a != eos]
+    expected: dict = {"other": 1.0 - p1[firsts].sum()}
+    for a in firsts:
+        target.rollback(0)
+        p2 = probs(np.array(target.forward([*ids, a], 1)), s)[0]
+        seconds = np.flatnonzero(p1[a] * p2 * n >= 5)
+        expected.update({(a, int(b)): p1[a] * p2[b] for b in seconds})
+        expected[(a, "rest")] = p1[a] * (1.0 - p2[seconds].sum())
+    target.rollback(0)
+    counts = dict.fromkeys(expected, 0)
+    drafted = 0
+    for seed in range(n):
+        g = engine.generate(ids, GenerateConfig(max_tokens=2, sampling=SamplingConfig(
+            1.0, 0, 1.0, seed)))
+        toks = [*g.tokens, eos, eos][:2]  # an end-of-generation token ends the output early
+        a, b = toks
+        cell = "other" if a not in firsts else (a, b) if (a, b) in counts else (a, "rest")
+        counts[cell] += 1
+        drafted += g.stats.n_drafted
+    assert drafted > 0 and len(counts) > 5
+    cells = list(expected)
+    assert chisquare([counts[c] for c in cells], [expected[c] * n for c in cells]).pvalue > 0.001
+
+
+def test_layers_cut_then_distill(tiny, in_home):
+    """--layers 2 on a 4-block draft: the cut is trained and exported with 2 blocks; the
+    evaluation shows the untrained cut beside the stock draft and the result."""
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.pipeline import run_distill
+
+    draft4 = write_tiny_gguf(in_home / "draft4.gguf", tiny["tok_dir"], tiny["tok"],
+                             random_qwen2(len(tiny["tok"]), seed=3, layers=4))
+    res = run_distill(given(tiny, draft=str(draft4), out="tiny-cut", layers=2, quant=None,
+                            steps=60))
+    base = json.loads((res.run / "base" / "done.json").read_text())
+    assert base["of"] == 4 and len(base["kept"]) == 2 and base["kept"][0] == 0
+    assert base["choice"] == "similar"
+    out = read_gguf(res.model)
+    assert out.n_blocks == 2 and not any(n.startswith("blk.2.") for n in out.tensors)
+    src = read_gguf(draft4)
+    assert np.array_equal(out.raw("blk.1.attn_norm.weight"),
+                          src.raw(f"blk.{base['kept'][1]}.attn_norm.weight"))
+    rep = json.loads((res.run / "eval" / "report.json").read_text())
+    assert list(rep["tallies"]) == [str(draft4), "tiny-cut (cut, untrained)", "tiny-cut"]
+    train = json.loads((res.run / "train" / "done.json").read_text())
+    assert train["loss_last"] < train["loss_first"]
+    cut, after = rep["tallies"]["tiny-cut (cut, untrained)"], rep["tallies"]["tiny-cut"]
+    assert sum(t["agree"] for t in after.values()) > sum(t["agree"] for t in cut.values())
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
+    """Ctrl-C in training keeps a checkpoint; a resumed run redoes only what is missing and
+    trains exactly as an uninterrupted run does."""
+    import draftwise.distill.train as train_mod
+    from draftwise.distill.pipeline import run_distill
+
+    opts = given(tiny, out="tiny-resume", steps=12, quant=None, dtype="auto")
+    real_step_loss, calls = train_mod.step_loss, []
+
+    def step_loss(*a, **kw):  # the 5th step's first sequence: Ctrl-C
+        calls.append(1)
+        if len(calls) == 4 * 4 + 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step_loss(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "step_loss", step_loss)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(opts)
+    monkeypatch.setattr(train_mod, "step_loss", real_step_loss)
+    run = in_home / "distill" / "tiny-resume"
+    import torch
+
+    ckpt = torch.load(run / "train" / "ckpt.pt")
+    assert ckpt["step"] == 5 and len(ckpt["losses"]) == 5  # the interrupted step was finished
+    assert not (run / "train" / "done.json").exists() and not (run / "export").exists()
+    # lose one generated item and one score shard as a kill would: only those are redone
+    items = sorted((run / "gen" / "items").glob("*.json"))
+    kept = {f: f.stat().st_mtime_ns for f in items[1:]}
+    for f in (items[0], run / "gen" / "done.json", run / "gen" / "data.jsonl",
+              run / "score" / "shard-00001.npz", run / "score" / "done.json"):
+        f.unlink()
+    shard0 = (run / "score" / "shard-00000.npz").stat().st_mtime_ns
+    res = run_distill({"out": "tiny-resume"}, resume=True)
+    assert items[0].is_file() and all(f.stat().st_mtime_ns == t for f, t in kept.items())
+    assert (run / "score" / "shard-00000.npz").stat().st_mtime_ns == shard0
+    assert (run / "score" / "shard-00001.npz").is_file()
+    resumed = json.loads((run / "train" / "done.json").read_text())
+    assert resumed["losses"][:5] == pytest.approx(ckpt["losses"], rel=1e-5)
+    assert not (run / "train" / "ckpt.pt").exists() and res.model.is_file()
+    straight = run_distill(given(tiny, out="tiny-straight", steps=12, quant=None, dtype="auto"))
+    again = json.loads((straight.run / "train" / "done.json").read_text())
+    np.testing.assert_allclose(resumed["losses"], again["losses"], rtol=1e-3)
+    # a finished run resumes to the same result without redoing anything
+    assert run_distill({"out": "tiny-resume"}, resume=True).verdict == res.verdict
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_input_one_clear_line_nothing_written(distilled, tiny, in_home):
+    from draftwise.distill.pipeline import run_distill
+
+    cases = [
+        (given(tiny, draft=str(tiny["other"]), out="x1"), r"cannot distill .*check.* says bridged"),
+        (given(tiny, out=NAME), f"{NAME} exists"),
+        (given(tiny, out="qwen2.5-coder-0.5b"), "exists \\(a catalog model\\)"),
+    ]
+    for opts, msg in cases:
+        with pytest.raises(DraftwiseError, match=msg):
+            run_distill(opts)
+    assert not (in_home / "distill" / "x1").exists()
+    with pytest.raises(DraftwiseError, match="no distill run named nothing-here"):
+        run_distill({"out": "nothing-here"}, resume=True)
+    with pytest.raises(DraftwiseError, match=r"started with other options \(loss\)"):
+        run_distill({"out": NAME, "loss": "tvd"}, resume=True)
+    r = subprocess.run([sys.executable, "-m", "draftwise.cli", "distill", "--target",
+                        str(tiny["target"]), "--draft", str(tiny["draft"]), "-c", "poetry"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        r.stderr.strip().splitlines()[0]] and "unknown category 'poetry'" in r.stderr
+
+
+def test_no_disk_space_for_the_export(tiny, in_home, monkeypatch):
+    import shutil
+
+    import draftwise.distill.gguffile as gf
+    from draftwise.distill.pipeline import run_distill
+    from draftwise.models import registry
+
+    opts = given(tiny, out="tiny-full-disk", steps=3, quant=None)
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(gf.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=10_000_000))
+    with pytest.raises(DraftwiseError, match="not enough disk space for exporting tiny-full-disk"):
+        run_distill(opts)
+    models = in_home / "models"
+    assert not (models / "tiny-full-disk.gguf").exists() and registry.get("tiny-full-disk") is None
+    monkeypatch.setattr(gf.shutil, "disk_usage", real_usage)
+
+    def full(fd):  # the disk fills up while the file is written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gf.os, "fsync", full)
+    with pytest.raises(DraftwiseError, match="the disk filled up while writing"):
+        run_distill({"out": "tiny-full-disk"}, resume=True)
+    assert not (models / "tiny-full-disk.gguf").exists() and registry.get("tiny-full-disk") is None
+    assert not [p for p in models.iterdir() if "partial" in p.name]
+    monkeypatch.undo()
+    monkeypatch.setenv("DRAFTWISE_HOME", str(in_home))
+    res = run_distill({"out": "tiny-full-disk"}, resume=True)  # space again: it completes
+    assert res.model.is_file() and registry.get("tiny-full-disk") is not None
+
+
+# -- llama architecture and the real draft ----------------------------------------------------
+
+
+def test_llama_gguf_loads_and_exports_byte_for_byte(tiny, tmp_path):
+    """Llama's q/k rows are permuted in GGUF: loading undoes it (HF logits match llama.cpp's)
+    and exporting unchanged weights redoes it (the file comes back identical)."""
+    import torch
+
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.distill.export import trained_tensors
+    from draftwise.distill.gguffile import read_gguf, write_gguf
+    from draftwise.distill.hfmodel import load_model
+
+    sd = {k: v for k, v in tiny["sd"].items() if "bias" not in k}  # llama: no q/k/v biases
+    path = write_tiny_gguf(tmp_path / "llama.gguf", tiny["tok_dir"], tiny["tok"], sd,
+                           arch="llama", qtype="F32")
+    g = read_gguf(path)
+    model, lay = load_model(g)
+    be = LlamaCppBackend(str(path), n_ctx=256, threads=1)
+    ids = be.tokenize("the quick fox return tokens")
+    ll = np.array(be.forward(ids, len(ids)))
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(hf, ll, atol=0.01 * np.abs(hf).max())  # a wrong permutation: ~1x
+    state = model.state_dict()
+    tensors = trained_tensors(g, state, set(lay.names))  # every tensor re-encoded from HF
+    assert all(t.data is not None for t in tensors)
+    out = write_gguf(g, tmp_path / "again.gguf", tensors)
+    assert out.read_bytes() == path.read_bytes()
+
+
+@pytest.mark.real
+def test_real_draft_cut_to_two_blocks(qwen_paths, tmp_path):
+    """--layers on the real 0.5B: 2 of 24 blocks, tensors copied byte for byte and renumbered,
+    block_count rewritten; llama.cpp and the HF model built from the cut agree."""
+    import torch
+
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.distill.gguffile import choose_layers, cut_layers, read_gguf
+    from draftwise.distill.hfmodel import load_model
+
+    src = read_gguf(qwen_paths[1])
+    keep = choose_layers(src.n_blocks, 2)
+    assert keep == [0, 23]
+    cut = read_gguf(cut_layers(src, keep, tmp_path / "cut.gguf"))
+    assert cut.arch_key("block_count") == 2 and cut.n_blocks == 2
+    assert {k for k in cut.kv if k != "qwen2.block_count"} == \
+        {k for k in src.kv if k != "qwen2.block_count"}
+    assert all(cut.kv[k] == v for k, v in src.kv.items() if k != "qwen2.block_count")
+    assert np.array_equal(cut.raw("blk.1.ffn_down.weight"), src.raw("blk.23.ffn_down.weight"))
+    assert np.array_equal(cut.raw("output.weight"), src.raw("output.weight"))
+    assert not any(n.startswith("blk.2.") for n in cut.tensors)
+    be = LlamaCppBackend(str(cut.path), n_ctx=256, threads=2)
+    ids = be.tokenize("def quicksort(a):\n    if len(a) <= 1:\n        return a\n")
+    ll = np.array(be.forward(ids, len(ids)))
+    model, _ = load_model(cut)
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+    assert (ll.argmax(1) == hf.argmax(1)).mean() >= 0.8
