@@ -95,6 +95,3 @@ class HybridDrafter(Drafter):
             self.ngram_alpha = min(1.0, self.ngram_alpha + self.p.recover)
             self.model.feedback(n_drafted, n_accepted)
         self.source = ""
-
-    def close(self) -> None:
-        self.model.close()
