@@ -32,7 +32,7 @@ def test_saved_costs_make_a_short_reply_faster(tmp_path):
     g_loaded, ks_loaded = simulate(loaded, bernoulli(lambda i: 0.86, seed=1), **short)
     assert ks_fresh[0] == 6 and ks_loaded[0] <= 3  # starts at the K the costs favour
     assert g_loaded > g_fresh
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 def test_missing_or_damaged_files_and_fixed_k_are_ignored(tmp_path):

@@ -9,7 +9,6 @@ import csv
 import html
 import io
 import json
-import os
 import platform
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from draftwise.bench.endpoint import EndpointOptions, EndpointRun, LevelSummary
 from draftwise.bench.plots import _png
 from draftwise.bench.report import _clean, _fmt
+from draftwise.files import atomic_path
 
 METHOD = (
     "Each endpoint in turn, each concurrency level C in turn: C streams send the prompts (cycled) "
@@ -144,12 +144,11 @@ def render_html(opts, prompts, runs, failures, png: bytes | None) -> str:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
 
 
 def write_report(opts: EndpointOptions, prompts: list[dict], runs: list[EndpointRun],

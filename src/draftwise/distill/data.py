@@ -21,8 +21,9 @@ from draftwise.backends.base import Backend
 from draftwise.bench.prompts import Prompt, load_prompts
 from draftwise.config import SamplingConfig
 from draftwise.distill.options import DistillOptions
-from draftwise.distill.rundir import RunDir, read_json, write_json
+from draftwise.distill.rundir import RunDir, read_json
 from draftwise.errors import DraftwiseError
+from draftwise.files import atomic_path, write_json
 from draftwise.sampling import probs
 
 
@@ -159,7 +160,6 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend, target: Backend,
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:
-    from draftwise.distill.rundir import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in examples))

@@ -22,7 +22,8 @@ from draftwise.bench.advise import greedy_agreement, overlap, teacher_forced
 from draftwise.bench.prompts import Prompt
 from draftwise.config import SamplingConfig
 from draftwise.distill.data import Split, continue_ids, render_ids
-from draftwise.distill.rundir import RunDir, atomic_path, read_json, write_json
+from draftwise.distill.rundir import RunDir, read_json
+from draftwise.files import atomic_path, write_json
 
 SAMPLING = SamplingConfig(temperature=1.0)
 BETTER = 1.0  # points of agreement that count as a gain

@@ -32,8 +32,9 @@ from draftwise.distill.data import read_examples, run_gen, split_prompts
 from draftwise.distill.evaluate import EvalResult, run_eval
 from draftwise.distill.gguffile import GGUFFile, choose_layers, cut_layers, read_gguf
 from draftwise.distill.options import DistillOptions
-from draftwise.distill.rundir import STAGES, RunDir, read_json, timed, write_json
+from draftwise.distill.rundir import STAGES, RunDir, read_json, timed
 from draftwise.errors import DraftwiseError
+from draftwise.files import write_json
 from draftwise.models import registry
 from draftwise.models.catalog import QUANTS, catalog, resolve
 

@@ -7,15 +7,14 @@ is done when its `done.json` exists, so a killed run leaves either a finished fi
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from draftwise.files import write_json
 from draftwise.models.store import cache_dir
 
 STAGES = ("base", "gen", "score", "train", "export", "eval")
@@ -23,26 +22,6 @@ STAGES = ("base", "gen", "score", "train", "export", "eval")
 
 def distill_root() -> Path:
     return cache_dir() / "distill"
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; renamed onto it when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # like any file the process writes (mkstemp makes it 0600)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
 
 
 def read_json(path: Path):

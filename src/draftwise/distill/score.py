@@ -17,7 +17,8 @@ import numpy as np
 from draftwise.backends.base import Backend
 from draftwise.bench.advise import teacher_forced
 from draftwise.distill.data import Example
-from draftwise.distill.rundir import RunDir, atomic_path, read_json
+from draftwise.distill.rundir import RunDir, read_json
+from draftwise.files import atomic_path
 
 SHARD = 8
 

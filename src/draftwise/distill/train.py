@@ -27,9 +27,10 @@ import numpy as np
 from draftwise.distill.data import Example
 from draftwise.distill.losses import bins, divergence
 from draftwise.distill.options import DistillOptions
-from draftwise.distill.rundir import RunDir, atomic_path, read_json, write_json
+from draftwise.distill.rundir import RunDir, read_json
 from draftwise.distill.score import Scores
 from draftwise.errors import DraftwiseError
+from draftwise.files import atomic_path, write_json
 
 CKPT_SECONDS = 120.0
 WARMUP = 0.06  # fraction of the steps with a linear learning-rate warm-up

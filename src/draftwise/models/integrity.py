@@ -13,13 +13,13 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from draftwise.errors import DraftwiseError
+from draftwise.files import write_json
 
 STATE_DIR = ".integrity"
 _CHUNK = 1 << 20
@@ -70,17 +70,7 @@ def write_record(path: Path, sha256: str, fix: str) -> Record:
     """Record `path` as it is now, with its known-good sha256 (temp file, then rename)."""
     st = Path(path).stat()
     rec = Record(sha256, st.st_size, st.st_mtime_ns, fix)
-    dest = record_path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rec.__dict__, f)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the record from other users of the cache
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(record_path(path), rec.__dict__, indent=None)
     return rec
 
 

@@ -8,12 +8,11 @@ quantization. catalog.resolve() looks names up here, so every command takes them
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from draftwise.errors import DraftwiseError
+from draftwise.files import write_json
 from draftwise.models.store import models_dir
 
 
@@ -61,16 +60,8 @@ def get(name: str) -> LocalModel | None:
 
 
 def _save(entries: dict[str, LocalModel]) -> None:
-    f = registry_file()
-    fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=".local.json.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump({n: {k: v for k, v in asdict(e).items() if k != "name"}
-                       for n, e in entries.items()}, out, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the registry from other cache users
-        os.replace(tmp, f)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_json(registry_file(), {n: {k: v for k, v in asdict(e).items() if k != "name"}
+                                 for n, e in entries.items()})
 
 
 def register(entry: LocalModel) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from draftwise.files import write_json
 from draftwise.models.store import cache_dir
 from draftwise.policy.base import KPolicy
 
@@ -42,12 +41,4 @@ def save_costs(policy: KPolicy, path: Path) -> None:
     state = policy.state()
     if not state or not state.get("t_round"):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, state, indent=None)
