@@ -18,17 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType
+from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType
 
 from draftwise.errors import DraftwiseError
-from draftwise.pairing.ggufmeta import read_gguf_meta
+from draftwise.pairing.ggufmeta import SCALAR_FORMATS, read_gguf_meta, tensor_nbytes
 
-_SCALAR = {
-    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h", GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?", GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
-}
 _COPY_CHUNK = 16 << 20
 
 
@@ -57,11 +51,6 @@ class NewTensor:
     @property
     def nbytes(self) -> int:
         return tensor_nbytes(self.shape, self.type)
-
-
-def tensor_nbytes(shape: Sequence[int], gtype: int) -> int:
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType(gtype)]
-    return int(np.prod(shape, dtype=np.int64)) // block * size
 
 
 @dataclass
@@ -142,9 +131,9 @@ def read_gguf(path: str | Path) -> GGUFFile:
                     for _ in range(n):
                         skip_value(etype)
                 else:
-                    pos += struct.calcsize(_SCALAR[GGUFValueType(etype)]) * n
+                    pos += struct.calcsize(SCALAR_FORMATS[GGUFValueType(etype)]) * n
             else:
-                pos += struct.calcsize(_SCALAR[GGUFValueType(vtype)])
+                pos += struct.calcsize(SCALAR_FORMATS[GGUFValueType(vtype)])
 
         if unpack("<I") != GGUF_MAGIC:
             raise DraftwiseError(f"{path} is not a GGUF file")
@@ -174,13 +163,13 @@ def _kv_entry(key: str, vtype: int, value) -> bytes:
     head = struct.pack("<Q", len(k)) + k + struct.pack("<I", vtype)
     if vtype == GGUFValueType.ARRAY:
         etype, arr = value
-        fmt = _SCALAR[GGUFValueType(etype)]
+        fmt = SCALAR_FORMATS[GGUFValueType(etype)]
         return head + struct.pack("<IQ", etype, len(arr)) + np.asarray(arr).astype(
             np.dtype(fmt)).tobytes()
     if vtype == GGUFValueType.STRING:
         s = str(value).encode()
         return head + struct.pack("<Q", len(s)) + s
-    return head + struct.pack(_SCALAR[GGUFValueType(vtype)], value)
+    return head + struct.pack(SCALAR_FORMATS[GGUFValueType(vtype)], value)
 
 
 def gguf_size(src: GGUFFile, tensors: Sequence[NewTensor], kv_set: dict | None = None) -> int:

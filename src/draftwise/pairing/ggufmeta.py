@@ -18,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuant
 
 from draftwise.errors import DraftwiseError
 
-_SCALAR = {
+SCALAR_FORMATS = {  # struct formats of GGUF scalar value types
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",
     GGUFValueType.INT16: "<h", GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i",
     GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?", GGUFValueType.UINT64: "<Q",
@@ -90,7 +90,7 @@ class _Cursor:
 
 def _fmt(vtype: int, path: str) -> str:
     try:
-        return _SCALAR[GGUFValueType(vtype)]
+        return SCALAR_FORMATS[GGUFValueType(vtype)]
     except (ValueError, KeyError):
         raise DraftwiseError(f"{path} is corrupt: unknown GGUF value type {vtype}") from None
 
@@ -136,11 +136,15 @@ def _parse(buf, path: str) -> GGUFMeta:
     return meta
 
 
+def tensor_nbytes(dims, gtype: int) -> int:
+    """Bytes of one tensor's data: whole blocks of its ggml type (dims in ggml order)."""
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType(gtype)]
+    return int(np.prod(dims, dtype=np.uint64)) // block * size
+
+
 def _nbytes(dims: tuple[int, ...], gtype: int, name: str, path: str) -> int:
-    """Bytes of one tensor's data: whole blocks of its ggml type."""
     try:
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(gtype)]
+        return tensor_nbytes(dims, gtype)
     except (ValueError, KeyError):
         raise DraftwiseError(f"{path} is corrupt: tensor {name} has unknown ggml type {gtype}") \
             from None
-    return int(np.prod(dims, dtype=np.uint64)) // block * size
