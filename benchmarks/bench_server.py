@@ -98,8 +98,7 @@ def served(target: str, draft: str | None, a: argparse.Namespace, queue: int):
 
 
 def engine_args(a: argparse.Namespace) -> tuple[BackendOptions, SpecConfig]:
-    spec = SpecConfig(adaptive=True) if a.k == "auto" else SpecConfig(k=int(a.k))
-    return BackendOptions(a.backend, a.threads, a.ctx), spec
+    return BackendOptions(a.backend, a.threads, a.ctx), SpecConfig.parse(a.k)
 
 
 def serve_child(a: argparse.Namespace) -> None:
