@@ -301,7 +301,9 @@ def test_options_defaults_and_errors(tiny):
                     ({"out": "mine-q4_0"}, "not a usable model name"),
                     ({"prompts": "/no/such.jsonl"}, "does not exist"),
                     ({"quant": "q7"}, "quant must be one of"),
-                    ({"layers": 0}, "--layers must be >= 1")]:
+                    ({"layers": 0}, "--layers must be >= 1"),
+                    ({"loss": "ce"}, "--loss ce trains on given completions"),
+                    ({"data": "/no/such.jsonl"}, "data file /no/such.jsonl does not exist")]:
         with pytest.raises(DraftwiseError, match=msg.replace("(", r"\(")):
             DistillOptions(**{"target": "t", "draft": "d", "out": "x", **kw})
 
@@ -485,6 +487,41 @@ def test_layers_cut_then_distill(tiny, in_home):
 
 
 # -- resume ------------------------------------------------------------------------------------
+
+
+def test_ce_on_given_completions_teaches_the_draft_a_style(tiny, in_home, tmp_path):
+    """--data with --loss ce (the default with --data): no generation, no target scoring; the
+    draft learns a fixed continuation and writes it after held-out prompts."""
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.distill.data import continue_ids
+    from draftwise.distill.options import DistillOptions
+    from draftwise.distill.pipeline import run_distill
+
+    style = " return pivot"
+    r = random.Random(1)
+    rows = [{"prompt": " ".join(r.choice(WORDS) for _ in range(r.randint(3, 8))),
+             "completion": style} for _ in range(40)]
+    data = tmp_path / "styled.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    assert DistillOptions(target="t", draft="d", out="x", data=str(data)).loss == "ce"
+    res = run_distill(given(tiny, prompts=None, data=str(data), out="tiny-ce", n_prompts=32,
+                            steps=60, quant=None, n_eval_other=0))
+    run = res.run
+    gen = json.loads((run / "gen" / "done.json").read_text())
+    score = json.loads((run / "score" / "done.json").read_text())
+    train = json.loads((run / "train" / "done.json").read_text())
+    assert gen["n_sequences"] == 32 and score["top_k"] == 1 and score["rest_mass_mean"] == 0
+    assert train["loss_last"] < 0.2 * train["loss_first"]
+    stock = LlamaCppBackend(str(tiny["draft"]), n_ctx=256, threads=1)
+    styled = LlamaCppBackend(str(res.model), n_ctx=256, threads=1)
+    try:
+        wrote = {name: [be.detokenize(continue_ids(be, be.tokenize(row["prompt"]), 8, 0.0, 0))
+                        for row in rows[32:]] for name, be in (("stock", stock), ("styled", styled))}
+    finally:
+        stock.close()
+        styled.close()
+    assert sum(t.startswith(style) for t in wrote["styled"]) >= 6, wrote  # of 8 held out
+    assert not any(style in t for t in wrote["stock"]), wrote
 
 
 def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):

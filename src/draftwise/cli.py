@@ -160,10 +160,12 @@ def bench(
                                          "--endpoint)"),
     drafts: list[str] = typer.Option(["ngram"], "--draft", "-d",
                                      help="draft (repeatable): model, ngram or ngram+MODEL"),
-    k_range: str = typer.Option("1-8", "-k", "--k", help="K values, e.g. 1-8 or 2,3,4"),
+    k_range: Optional[str] = typer.Option(None, "-k", "--k", help="K values, e.g. 1-8 (the "
+                                          "default) or 2,3,4; --quality: one K (default 4)"),
     categories: list[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
     n_prompts: int = typer.Option(10, "--n-prompts", help="prompts per category"),
-    max_tokens: int = typer.Option(128, "--max-tokens"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="default 128; --quality: "
+                                             "the task's (humaneval 384, math 320)"),
     temperatures: list[float] = TempsOpt,
     repeats: int = typer.Option(3, "--repeats", help="runs of each configuration per prompt"),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run adaptive K"),
@@ -183,11 +185,34 @@ def bench(
                                            "level (default: the prompts, at least 2 x C)"),
     time_limit: float = typer.Option(300.0, "--time-limit", help="--endpoint: seconds per level"),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="--endpoint: bearer key"),
+    quality: list[str] = typer.Option([], "--quality", help="measure pass@1 on a task instead "
+                                      "(repeatable): humaneval | math"),
+    accepts: list[str] = typer.Option([], "--accept", help="--quality: a lossy acceptance mode to "
+                                      "measure beside AR and exact (repeatable), e.g. topk:3"),
+    n_problems: int = typer.Option(20, "--n-problems", help="--quality: problems per task"),
 ) -> None:
     """Measure AR against each draft and K, interleaved; write a report with a recommendation.
-    With --endpoint: measure running servers under load instead."""
+    With --endpoint: measure running servers under load instead. With --quality: pass@1,
+    speedup and divergence from AR of exact and lossy speculative decoding on a task."""
     from draftwise.bench.options import BenchOptions, PromptOptions
 
+    if accepts and not quality:
+        raise DraftwiseError("bench --accept is measured with --quality TASK (pass@1 beside the "
+                             "speedup); add --quality humaneval")
+    if quality:
+        if not target or endpoint:
+            raise DraftwiseError("bench --quality needs --target MODEL (not --endpoint)")
+        from draftwise.quality.cmd import run_quality_bench
+        from draftwise.quality.runner import QualityOptions
+
+        if k_range is not None and not k_range.isdigit():
+            raise DraftwiseError(f"bench --quality takes one K (e.g. -k 4), got {k_range!r}")
+        qopts = QualityOptions(target, tuple(drafts), tuple(quality), tuple(accepts),
+                               int(k_range or 4), n_problems, offset, max_tokens)
+        run_quality_bench(qopts, _backend(backend, threads, ctx, dtype, device, draft_device,
+                                          gpu_layers, draft_gpu_layers), out, console=_out())
+        return
+    k_range, max_tokens = k_range or "1-8", max_tokens or 128
     if bool(target) == bool(endpoint):
         raise DraftwiseError("give --target MODEL to measure here, or --endpoint URL to measure "
                              "a running server, not both" if target else "give --target MODEL "
@@ -391,8 +416,10 @@ def distill(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="tokens per continuation"),
     mode: Optional[str] = typer.Option(None, "--mode", help="greedy | sampling: the decoding to "
                                        "distill for (default greedy)"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="fkl | rkl | tvd | jsd (default: fkl "
-                                       "for greedy, tvd for sampling)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="fkl | rkl | tvd | jsd | ce (default: "
+                                       "fkl for greedy, tvd for sampling, ce with --data)"),
+    data: Optional[str] = typer.Option(None, "--data", help="JSONL of {prompt, completion}: train "
+                                       "on these completions (no generation)"),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default 16)"),
     full: Optional[bool] = typer.Option(None, "--full", help="full fine-tuning instead of LoRA"),
     layers: Optional[int] = typer.Option(None, "--layers", help="keep N of the draft's blocks"),
@@ -419,6 +446,7 @@ def distill(
 
     given = {k: v for k, v in dict(
         target=target, draft=draft, categories=tuple(categories) or None, prompts=prompt_file,
+        data=data,
         n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
         mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
         steps=steps, lr=lr, samples=samples, target_mix=target_mix, quant=quant, dtype=dtype,
@@ -426,8 +454,9 @@ def distill(
     if not resume:
         if not (target and draft):
             raise DraftwiseError("give --target and --draft (or --out NAME --resume)")
-        data = "-".join(categories) or (Path(prompt_file).stem if prompt_file else "code")
-        given.setdefault("out", f"{Path(draft).name.removesuffix('.gguf')}-distill-{data}")
+        source = "-".join(categories) or (Path(data or prompt_file).stem if data or prompt_file
+                                          else "code")
+        given.setdefault("out", f"{Path(draft).name.removesuffix('.gguf')}-distill-{source}")
     try:
         res = run_distill(given, resume=resume, console=err)
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@ The prompts are split once: training prompts [0, n) of each category (or of the 
 prompts after them, and a few prompts of every other category; the training ids are recorded in
 gen/done.json and the evaluation refuses any overlap. Each prompt's result is written to
 gen/items/NNNNN.json as soon as it is done, so a killed run continues with the next prompt.
+
+With --data the continuations are given ({"prompt", "completion"} rows, completed as raw text):
+gen only tokenizes them.
 """
 
 from __future__ import annotations
@@ -49,11 +52,31 @@ class Split:
     other: list[Prompt]
 
 
+def load_completions(path: str) -> dict[str, tuple[Prompt, str]]:
+    """id -> (raw-text prompt, completion) of a --data file, in file order."""
+    out: dict[str, tuple[Prompt, str]] = {}
+    for i, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DraftwiseError(f"{Path(path).name} line {i}: not valid JSON ({e.msg})") from None
+        if not (isinstance(row, dict) and all(isinstance(row.get(k), str) and row[k]
+                                              for k in ("prompt", "completion"))):
+            raise DraftwiseError(f"{Path(path).name} line {i}: needs non-empty \"prompt\" and "
+                                 "\"completion\" strings")
+        pid = str(row.get("id", f"data/{len(out)}"))
+        out[pid] = (Prompt(pid, "file", row["prompt"], chat=False), row["completion"])
+    return out
+
+
 def split_prompts(opts: DistillOptions) -> Split:
-    if opts.prompts:
-        rows = load_prompts(prompt_file=opts.prompts)
+    if opts.file:
+        rows = ([p for p, _ in load_completions(opts.data).values()] if opts.data
+                else load_prompts(prompt_file=opts.prompts))
         if len(rows) < 2:
-            raise DraftwiseError(f"{opts.prompts} has {len(rows)} prompt; distill needs at least 2 "
+            raise DraftwiseError(f"{opts.file} has {len(rows)} prompt; distill needs at least 2 "
                                  "(training and held-out evaluation)")
         n = min(opts.n_prompts or max(1, int(0.8 * len(rows))), len(rows) - 1)
         m = opts.n_eval or len(rows) - n
@@ -100,12 +123,23 @@ def continue_ids(be: Backend, ids: list[int], max_tokens: int, temperature: floa
     return out
 
 
-def run_gen(run: RunDir, opts: DistillOptions, draft: Backend, target: Backend,
+def given_continuation(target: Backend, ids: list[int], prompt: str, completion: str,
+                       max_tokens: int) -> list[int]:
+    """The tokens of completion after prompt (ids [P]), as the target tokenizes the whole text
+    when that keeps the prompt's tokens, else on its own; cut to max_tokens."""
+    full = target.tokenize(prompt + completion)
+    cont = full[len(ids):] if full[:len(ids)] == ids else target.tokenize(completion, False)
+    return cont[:max_tokens]
+
+
+def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Backend,
             progress=None) -> dict:
-    """Write gen/items/*.json, then gen/data.jsonl and gen/done.json; returns done.json."""
+    """Write gen/items/*.json, then gen/data.jsonl and gen/done.json; returns done.json.
+    draft: None with --data (the continuations are given)."""
     if run.is_done("gen"):
         return read_json(run.done("gen"))
     split = split_prompts(opts)
+    given = load_completions(opts.data) if opts.data else {}
     items = run.stage("gen") / "items"
     items.mkdir(exist_ok=True)
     rng = np.random.default_rng(opts.seed)
@@ -120,6 +154,10 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend, target: Backend,
             rec: dict = {"id": p.id, "category": p.category, "prompt": ids, "conts": []}
             if len(ids) > opts.max_prompt_tokens:
                 rec["skipped"] = f"{len(ids)} prompt tokens > {opts.max_prompt_tokens}"
+            elif opts.data:
+                rec["conts"].append({"source": "data", "cont": given_continuation(
+                    target, ids, p.text, given[p.id][1], opts.max_tokens)})
+                n_tok += len(rec["conts"][-1]["cont"])
             else:
                 # the draft's own continuations (the first at the decoding mode's temperature,
                 # more sampled at T=1 for variety), and with --target-mix the target's

@@ -9,7 +9,7 @@ the rest is small (top-32 of the Qwen targets holds >97% of the mass on most pos
 
 from __future__ import annotations
 
-LOSSES = ("fkl", "rkl", "tvd", "jsd")
+LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
 _TINY = 1e-12
 
 
@@ -30,7 +30,8 @@ def bins(logits, idx, logp, rest):
 
 def divergence(kind: str, log_p, log_q):
     """[L] divergence per position: fkl KL(p||q), rkl KL(q||p), tvd 1/2 sum|p - q|,
-    jsd the Jensen-Shannon divergence (beta 1/2)."""
+    jsd the Jensen-Shannon divergence (beta 1/2), ce the cross-entropy -sum p log q (FKL plus
+    p's entropy: with one-hot p, hard labels, the usual token cross-entropy)."""
     import torch
 
     p, q = log_p.exp(), log_q.exp()
@@ -40,6 +41,8 @@ def divergence(kind: str, log_p, log_q):
         return (q * (log_q - log_p)).sum(-1)
     if kind == "tvd":
         return 0.5 * (p - q).abs().sum(-1)
+    if kind == "ce":
+        return -(p * log_q).sum(-1)
     if kind == "jsd":
         log_m = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0))
         return 0.5 * (p * (log_p - log_m)).sum(-1) + 0.5 * (q * (log_q - log_m)).sum(-1)

@@ -38,6 +38,7 @@ class DistillOptions:
     out: str
     categories: tuple[str, ...] = ()
     prompts: str | None = None  # JSONL file instead of built-in categories
+    data: str | None = None  # JSONL {"prompt", "completion"}: train on these (no gen stage)
     n_prompts: int | None = None  # training prompts per category (file: in all)
     n_eval: int | None = None  # held-out prompts per category (file: in all)
     n_eval_other: int = 3  # prompts of each other category in the evaluation
@@ -73,21 +74,26 @@ class DistillOptions:
                                  "'.', '_' and '-', not ending in .gguf or a quantization suffix")
         if self.mode not in MODES:
             raise DraftwiseError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        put("loss", self.loss or DEFAULT_LOSS[self.mode])
+        put("loss", self.loss or ("ce" if self.data else DEFAULT_LOSS[self.mode]))
         if self.loss not in LOSSES:
             raise DraftwiseError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss == "ce" and not self.data:
+            raise DraftwiseError("--loss ce trains on given completions (hard labels): add --data "
+                                 "FILE.jsonl with {\"prompt\", \"completion\"} rows")
         cats = tuple(dict.fromkeys(_category(c) for c in self.categories))
-        if self.prompts:
-            if cats:
-                raise DraftwiseError("give either --prompts FILE or -c CATEGORY, not both")
-            if not Path(self.prompts).expanduser().is_file():
-                raise DraftwiseError(f"prompt file {self.prompts} does not exist")
-            put("prompts", str(Path(self.prompts).expanduser().resolve()))
-        put("categories", cats or (() if self.prompts else ("code",)))
+        for flag in ("prompts", "data"):
+            path = getattr(self, flag)
+            if path:
+                if cats or (flag == "data" and self.prompts):
+                    raise DraftwiseError("give one of --prompts FILE, --data FILE or -c CATEGORY")
+                if not Path(path).expanduser().is_file():
+                    raise DraftwiseError(f"{flag} file {path} does not exist")
+                put(flag, str(Path(path).expanduser().resolve()))
+        put("categories", cats or (() if self.file else ("code",)))
         others = tuple(c for c in CATEGORIES if c not in self.categories)
         put("eval_categories", tuple(dict.fromkeys(_category(c) for c in self.eval_categories))
             if self.eval_categories is not None else others)
-        if not self.prompts:
+        if not self.file:
             n = self.n_prompts if self.n_prompts is not None else 14
             m = self.n_eval if self.n_eval is not None else min(6, BUILTIN_PROMPTS - n)
             if n + m > BUILTIN_PROMPTS or m < 1:
@@ -125,6 +131,11 @@ class DistillOptions:
         if self.quant is not None and self.quant not in QUANTS:
             raise DraftwiseError(f"quant must be one of {', '.join(QUANTS)} or none")
 
+    @property
+    def file(self) -> str | None:
+        """The prompt or completion file the data comes from (None: built-in categories)."""
+        return self.data or self.prompts
+
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -142,10 +153,11 @@ class DistillOptions:
 
     def recipe(self) -> str:
         """One line: how the model is made."""
-        data = ",".join(self.categories) if not self.prompts else Path(self.prompts).name
+        data = ",".join(self.categories) if not self.file else Path(self.file).name
         how = "full" if self.full else f"lora r{self.lora_rank}"
         length = f"{self.steps} steps" if self.steps else f"{self.epochs} epochs"
-        parts = [f"{self.loss} ({self.mode}) from {self.target}",
+        parts = [f"{self.loss} on the completions of {Path(self.data).name}" if self.data
+                 else f"{self.loss} ({self.mode}) from {self.target}",
                  f"{how}, {length}, lr {self.lr:g}",
                  f"{data} x{self.n_prompts or 'all'} prompts x{self.samples}, "
                  f"{self.max_tokens} tokens"]

@@ -208,16 +208,19 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
             target = _llama(target_path, opts)
             try:
                 if not run.is_done("gen"):
-                    draft = _llama(str(base.path), opts)
+                    # --data: the continuations are given, the target only tokenizes them
+                    draft = None if opts.data else _llama(str(base.path), opts)
                     try:
                         with timed(run, "gen"):
                             run_gen(run, opts, draft, target, bar)
                     finally:
-                        draft.close()
-                from draftwise.distill.score import run_score
+                        if draft is not None:
+                            draft.close()
+                from draftwise.distill.score import labels, run_score, target_scores
 
+                score = labels if opts.loss == "ce" else target_scores(target, opts.top_k)
                 with timed(run, "score"):
-                    run_score(run, read_examples(run), target, opts.top_k, bar)
+                    run_score(run, read_examples(run), score, bar)
             finally:
                 target.close()
         gen = read_json(run.done("gen"))
@@ -264,7 +267,7 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
     try:
         for label, p in paths.items():
             drafts[label] = _llama(p, opts)
-        label = "+".join(opts.categories) if opts.categories else Path(opts.prompts).stem
+        label = "+".join(opts.categories) if opts.categories else Path(opts.file).stem
         return run_eval(run, split, target, drafts, before, after, opts.max_tokens,
                         opts.max_prompt_tokens, trained_label=None if opts.categories else label,
                         progress=bar)

@@ -5,11 +5,13 @@ A full row is as wide as the vocabulary (152k floats for Qwen); top-32 with the 
 32 x (int32 + float16) + float32 = 196 bytes per position. Shards of SHARD sequences are written
 as score/shard-NNNNN.npz (idx int32 [N, k], logp float16 [N, k], rest float32 [N], offsets
 int64 [n + 1] into the rows, seqs int64 [n]); a killed run rescores only the missing shards.
+With --loss ce the rows are the continuation's own tokens (hard labels, k = 1): no target pass.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,13 +51,26 @@ def top_k(logits: np.ndarray, k: int) -> Scores:
     return Scores(idx.astype(np.int32), logp.astype(np.float16), rest.astype(np.float32))
 
 
+def labels(e: Example) -> Scores:
+    """Hard labels: each continuation token with probability 1 (k = 1, nothing else)."""
+    n = len(e.cont)
+    return Scores(np.array(e.cont, dtype=np.int32)[:, None], np.zeros((n, 1), np.float16),
+                  np.zeros(n, np.float32))
+
+
+def target_scores(target: Backend, k: int) -> Callable[[Example], Scores]:
+    """The target's top-k at every continuation position, teacher-forced."""
+    return lambda e: top_k(teacher_forced(target, e.prompt, e.cont), k)
+
+
 def shard_path(run: RunDir, j: int):
     return run.path / "score" / f"shard-{j:05d}.npz"
 
 
-def run_score(run: RunDir, examples: list[Example], target: Backend, top_k_n: int,
+def run_score(run: RunDir, examples: list[Example], score: Callable[[Example], Scores],
               progress=None) -> dict:
-    """Write the missing shards, then score/done.json; returns done.json."""
+    """Write the missing shards (score: labels or target_scores), then score/done.json;
+    returns done.json."""
     if run.is_done("score"):
         return read_json(run.done("score"))
     run.stage("score")
@@ -68,7 +83,7 @@ def run_score(run: RunDir, examples: list[Example], target: Backend, top_k_n: in
         if not path.is_file():
             parts = []
             for e in chunk:
-                parts.append(top_k(teacher_forced(target, e.prompt, e.cont), top_k_n))
+                parts.append(score(e))
                 n_pos += len(e.cont)
                 if progress:
                     dt = time.perf_counter() - t0
@@ -82,7 +97,8 @@ def run_score(run: RunDir, examples: list[Example], target: Backend, top_k_n: in
         elif progress:
             progress.update(task, advance=len(chunk))
     rest = np.concatenate([np.load(shard_path(run, j))["rest"] for j in range(n_shards)])
-    info = {"n_positions": int(len(rest)), "top_k": top_k_n,
+    k = int(np.load(shard_path(run, 0))["idx"].shape[1])
+    info = {"n_positions": int(len(rest)), "top_k": k,
             "rest_mass_mean": float(rest.mean()), "rest_mass_p90": float(np.quantile(rest, 0.9))}
     run.mark_done("score", info)
     return info
