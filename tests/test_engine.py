@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import chisquare
 from toy import BigramBackend
 
-import draftwise.engine
+import draftwise.verifier
 from draftwise.backends.transformers import TransformersBackend
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.hybrid import HybridDrafter
@@ -231,7 +231,7 @@ def _residual_from_p(draft, q, p, rng):
 
 def test_chi_square_catches_a_wrong_residual(monkeypatch):
     """The test above has power: with the residual taken from p the joint is rejected."""
-    monkeypatch.setattr(draftwise.engine, "verify_sampling", _residual_from_p)
+    monkeypatch.setattr(draftwise.verifier, "verify_sampling", _residual_from_p)
     table, draft = _tables()
     counts, drafted, accepted, at = _sample_runs(
         Engine(BigramBackend(table), ModelDrafter(BigramBackend(draft)), SpecConfig(k=3)),

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from draftwise.acceptance import Acceptance, parse_accept
 from draftwise.errors import DraftwiseError
 
 K_MAX = 32
@@ -72,27 +73,31 @@ class SpecConfig:
     """Speculation settings: a fixed K, or adaptive K up to k_max.
 
     p_min: the draft stops proposing once its own top probability falls below this (0 = never).
+    accept: `exact` (lossless) or a lossy mode (see draftwise.acceptance); parsed into `rule`.
     """
 
     k: int = 3
     adaptive: bool = False
     k_max: int = 8
     p_min: float = 0.0
+    accept: str = "exact"
+    rule: Acceptance = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_k(self.k)
         check_k(self.k_max, "k_max")
         if not 0 <= self.p_min < 1:
             raise DraftwiseError(f"p_min must be in [0, 1), got {self.p_min}")
+        object.__setattr__(self, "rule", parse_accept(self.accept))  # frozen: set once, here
 
     @classmethod
-    def parse(cls, k: str, p_min: float = 0.0) -> SpecConfig:
+    def parse(cls, k: str, p_min: float = 0.0, accept: str = "exact") -> SpecConfig:
         """From the command line's -k: a number, or `auto` (adaptive K)."""
         if k == "auto":
-            return cls(adaptive=True, p_min=p_min)
+            return cls(adaptive=True, p_min=p_min, accept=accept)
         if not k.isdigit():
             raise DraftwiseError(f"-k takes a number from 1 to {K_MAX} or 'auto', got {k!r}")
-        return cls(k=int(k), p_min=p_min)
+        return cls(k=int(k), p_min=p_min, accept=accept)
 
 
 @dataclass(frozen=True)

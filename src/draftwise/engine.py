@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from draftwise.acceptance import EXACT, Acceptance
 from draftwise.backends.base import Backend
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.base import Draft, Drafter
 from draftwise.errors import DraftwiseError
 from draftwise.policy import KPolicy, make_policy
-from draftwise.sampling import probs
 from draftwise.stats import Stats
 from draftwise.text import Detokenizer, StopMatcher
-from draftwise.verifier import verify_greedy, verify_sampling
+from draftwise.verifier import verify
 
 log = logging.getLogger("draftwise")
 
@@ -44,6 +44,7 @@ class Round:
     t_draft: float
     t_target: float
     margins: list[float] = field(default_factory=list)
+    n_lenient: int = 0  # of n_accepted, kept only by a lenient acceptance mode
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Generation:
     tokens: list[int]
     stats: Stats
     margins: list[float] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """False when a lenient (lossy) acceptance mode verified it."""
+        return self.stats.exact
 
 
 class Engine:
@@ -89,9 +95,9 @@ class Engine:
         return time.perf_counter() - t0
 
     def round(self, ctx: list[int], k: int, sampling: SamplingConfig, rng: np.random.Generator,
-              budget: int, trace: bool = False) -> Round:
+              budget: int, trace: bool = False, accept: Acceptance = EXACT) -> Round:
         """One round after ctx (committed ids, cur last) with up to k drafts and at most `budget`
-        new tokens; the caller appends Round.tokens to ctx."""
+        new tokens, verified by `accept`; the caller appends Round.tokens to ctx."""
         tgt, drafter = self.target, self.drafter
         fd0, ft0 = (drafter.forward_seconds if drafter else 0.0), tgt.forward_seconds
         # 1. draft up to k tokens (a drafter may return fewer)
@@ -101,10 +107,7 @@ class Engine:
         n_past = tgt.n_past
         logits = tgt.forward([ctx[-1], *draft.tokens], k + 1)
         # 3. accept the longest agreeing prefix, then one token of the target's own
-        if sampling.greedy:
-            verdict = verify_greedy(draft.tokens, logits)
-        else:
-            verdict = verify_sampling(draft.tokens, draft.q, probs(logits, sampling), rng)
+        verdict = verify(draft.tokens, draft.q, logits, sampling, rng, accept)
         n_acc = verdict.n_accepted
         margins: list[float] = []
         if trace:
@@ -121,17 +124,22 @@ class Engine:
             new = new[:eos_at]
         t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
         return Round(k, n_acc, new, eos_at is not None, t_draft, tgt.forward_seconds - ft0,
-                     margins[:len(new)])
+                     margins[:len(new)], verdict.n_lenient)
 
     def run(self, prompt: str | Sequence[int], cfg: GenerateConfig, policy: KPolicy | None = None,
-            trace_margins: bool = False) -> Run:
+            trace_margins: bool = False, accept: Acceptance | None = None) -> Run:
         """A generation, started when first iterated. policy: this generation's K policy (default:
-        the engine's); trace_margins: keep the target's top-2 logit margin per token."""
-        return Run(self, self.prompt_ids(prompt), cfg, policy or self.policy, trace_margins)
+        the engine's); trace_margins: keep the target's top-2 logit margin per token; accept: this
+        generation's acceptance mode (default: the engine's spec.rule)."""
+        accept = accept or self.spec.rule
+        accept.check(cfg.sampling.greedy)
+        return Run(self, self.prompt_ids(prompt), cfg, policy or self.policy, trace_margins,
+                   accept if self.drafter is not None else EXACT)
 
     def generate(self, prompt: str | Sequence[int], cfg: GenerateConfig,
-                 policy: KPolicy | None = None, trace_margins: bool = False) -> Generation:
-        run = self.run(prompt, cfg, policy, trace_margins)
+                 policy: KPolicy | None = None, trace_margins: bool = False,
+                 accept: Acceptance | None = None) -> Generation:
+        run = self.run(prompt, cfg, policy, trace_margins, accept)
         for _ in run:
             pass
         return run.result()
@@ -142,9 +150,10 @@ class Run:
     `stats` is live meanwhile; `result()` gives the Generation so far."""
 
     def __init__(self, engine: Engine, ids: list[int], cfg: GenerateConfig, policy: KPolicy,
-                 trace: bool):
+                 trace: bool, accept: Acceptance = EXACT):
         self.engine, self.ids, self.cfg, self.policy, self.trace = engine, ids, cfg, policy, trace
-        self.stats = Stats(n_prompt=len(ids))
+        self.accept = accept
+        self.stats = Stats(n_prompt=len(ids), accept=accept.name)
         self.tokens: list[int] = []
         self.margins: list[float] = []
         self._text: list[str] = []
@@ -165,7 +174,7 @@ class Run:
                 st.finish_reason = "length"
                 break
             k = min(self.policy.next_k(), budget - 1, room - 1) if speculating else 0
-            r = eng.round(ctx, k, cfg.sampling, rng, budget, self.trace)
+            r = eng.round(ctx, k, cfg.sampling, rng, budget, self.trace, self.accept)
             st.t_draft += r.t_draft
             st.t_target += r.t_target
             if speculating:
@@ -173,7 +182,7 @@ class Run:
             ctx.extend(r.tokens)
             self.tokens.extend(r.tokens)
             self.margins.extend(r.margins)
-            if st.record_round(r.k, r.n_accepted, len(r.tokens)):
+            if st.record_round(r.k, r.n_accepted, len(r.tokens), r.n_lenient):
                 log.warning("acceptance fell below 0.5 over the last rounds: the draft diverges "
                             "from the target; speculation may not pay for this prompt")
             st.t_decode = time.perf_counter() - t_start

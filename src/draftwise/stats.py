@@ -19,6 +19,8 @@ class Stats:
     n_rounds: int = 0
     n_drafted: int = 0
     n_accepted: int = 0
+    n_lenient: int = 0  # accepted tokens that exact verification would have rejected
+    accept: str = "exact"  # the acceptance mode; anything else is lossy
     drafted_at: list[int] = field(default_factory=list)  # [K_max] rounds that drafted position i
     accepted_at: list[int] = field(default_factory=list)  # [K_max] rounds that accepted position i
     t_prefill: float = 0.0
@@ -30,12 +32,13 @@ class Stats:
     low_acceptance: bool = False
     _recent: deque = field(default_factory=lambda: deque(maxlen=_ROLLING), repr=False)
 
-    def record_round(self, k: int, n_accepted: int, n_new: int) -> bool:
+    def record_round(self, k: int, n_accepted: int, n_new: int, n_lenient: int = 0) -> bool:
         """Count one round; returns True the first time rolling acceptance drops below 0.5."""
         self.n_rounds += 1
         self.n_generated += n_new
         self.n_drafted += k
         self.n_accepted += n_accepted
+        self.n_lenient += n_lenient
         self.k_used.append(k)
         while len(self.drafted_at) < k:
             self.drafted_at.append(0)
@@ -58,6 +61,11 @@ class Stats:
         return self.n_accepted / self.n_drafted if self.n_drafted else 0.0
 
     @property
+    def exact(self) -> bool:
+        """Whether verification was exact (lossless), even if no token was kept leniently."""
+        return self.accept == "exact"
+
+    @property
     def tau(self) -> float:
         """Tokens per round (per target forward)."""
         return self.n_generated / self.n_rounds if self.n_rounds else 0.0
@@ -78,7 +86,7 @@ class Stats:
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "k_used"}
         d.update(alpha=self.alpha, tau=self.tau, tok_s=self.tok_s, t_overhead=self.t_overhead,
-                 acceptance_at=self.acceptance_at,
+                 acceptance_at=self.acceptance_at, exact=self.exact,
                  mean_k=sum(self.k_used) / len(self.k_used) if self.k_used else 0.0)
         return d
 
@@ -89,4 +97,7 @@ class Stats:
                 f"alpha {self.alpha:.2f} tau {self.tau:.2f} rounds {self.n_rounds} | "
                 f"draft {100 * self.t_draft / t:.0f}% target {100 * self.t_target / t:.0f}% "
                 f"overhead {100 * self.t_overhead / t:.0f}% | prefill {self.t_prefill:.2f}s "
-                f"| {self.finish_reason}")
+                f"| {self.finish_reason}{self._lossy()}")
+
+    def _lossy(self) -> str:
+        return "" if self.exact else f" | accept {self.accept} (lossy): {self.n_lenient} lenient"

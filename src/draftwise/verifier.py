@@ -5,6 +5,9 @@ Sampling: Leviathan et al. 2023 / Chen et al. 2023. Accept d_i with probability 
 on the first rejection sample from norm(max(0, p_i - q_i)) over the full vocabulary; if all K are
 accepted, sample the bonus token from p_K. A draft without q (n-gram) is a one-hot q, which keeps the
 output distribution exactly p.
+
+Lenient (lossy, opt-in) modes keep what these keep plus what their rule keeps (draftwise.acceptance);
+`verify` picks the function for the decoding and the mode.
 """
 
 from __future__ import annotations
@@ -14,13 +17,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from draftwise.sampling import sample
+from draftwise.acceptance import Acceptance
+from draftwise.config import SamplingConfig
+from draftwise.sampling import probs, sample
 
 
 @dataclass(frozen=True)
 class Verdict:
     n_accepted: int  # drafted tokens kept, 0..K
     token: int  # the target's token after them (correction or bonus)
+    n_lenient: int = 0  # of the kept ones, those exact verification would have rejected
+
+
+def verify(draft: Sequence[int], q: np.ndarray | None, logits_p: np.ndarray,
+           sampling: SamplingConfig, rng: np.random.Generator, accept: Acceptance) -> Verdict:
+    """draft [K]; q [K, V] or None; logits_p [K+1, V] target logits; accept: the mode."""
+    if sampling.greedy:
+        if accept.exact:
+            return verify_greedy(draft, logits_p)
+        return verify_greedy_lenient(draft, logits_p, accept)
+    p = probs(logits_p, sampling)
+    if accept.exact:
+        return verify_sampling(draft, q, p, rng)
+    return verify_sampling_lenient(draft, q, p, rng, accept)
 
 
 def verify_greedy(draft: Sequence[int], logits_p: np.ndarray) -> Verdict:
@@ -50,3 +69,35 @@ def verify_sampling(
             residual = p[i]
         return Verdict(i, sample(residual, rng))
     return Verdict(len(draft), sample(p[len(draft)], rng))
+
+
+def verify_greedy_lenient(draft: Sequence[int], logits_p: np.ndarray,
+                          accept: Acceptance) -> Verdict:
+    """verify_greedy that also keeps a draft token the rule keeps. Later rows are still right:
+    the target's forward saw the drafted tokens, so row i + 1 is conditioned on what was kept."""
+    n_lenient = 0
+    for i, d in enumerate(draft):
+        t = int(np.argmax(logits_p[i]))
+        if t == d:
+            continue
+        if not accept.keeps_greedy(logits_p[i], d):
+            return Verdict(i, t, n_lenient)
+        n_lenient += 1
+    return Verdict(len(draft), int(np.argmax(logits_p[len(draft)])), n_lenient)
+
+
+def verify_sampling_lenient(draft: Sequence[int], q: np.ndarray | None, p: np.ndarray,
+                            rng: np.random.Generator, accept: Acceptance) -> Verdict:
+    """verify_sampling's accept test (the same draws), else the rule; on a rejection sample from p
+    itself. The residual norm(max(0, p - q)) only compensates for accepting with probability
+    min(1, p/q); once the rule keeps more, no correction restores p, and p is the target's own
+    choice (as in Medusa's typical acceptance)."""
+    n_lenient = 0
+    for i, d in enumerate(draft):
+        q_d = 1.0 if q is None else q[i, d]
+        if q_d > 0 and rng.random() * q_d < p[i, d]:
+            continue
+        if not accept.keeps_sampling(p[i], d):
+            return Verdict(i, sample(p[i], rng), n_lenient)
+        n_lenient += 1
+    return Verdict(len(draft), sample(p[len(draft)], rng), n_lenient)
