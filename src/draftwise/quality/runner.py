@@ -59,10 +59,11 @@ class QualityOptions:
         for t in self.tasks:
             get_task(t)
         check_k(self.k)
-        accepts = tuple(dict.fromkeys(("exact", *self.accepts)))  # exact always runs, first
-        for a in accepts:
-            SpecConfig(k=self.k, k_max=self.k, accept=a)  # a bad mode string raises here
-        object.__setattr__(self, "accepts", accepts)
+        # a bad mode string, or one not defined for greedy decoding, raises here
+        rules = [SpecConfig(k=self.k, k_max=self.k, accept=a).rule for a in ("exact", *self.accepts)]
+        for r in rules:
+            r.check(greedy=True)
+        object.__setattr__(self, "accepts", tuple(dict.fromkeys(r.name for r in rules)))
         if self.max_tokens is not None and self.max_tokens < 2:
             raise DraftwiseError(f"max_tokens must be >= 2, got {self.max_tokens}")
         if self.n_problems < 1 or self.offset < 0:
