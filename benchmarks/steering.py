@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-d", "--draft", action="append", required=True,
                     help="draft (repeatable): the stock one, then the styled one")
     ap.add_argument("--accept", action="append", default=[], help="lossy mode (repeatable)")
-    ap.add_argument("-k", type=int, default=4)
+    ap.add_argument("-k", type=int, default=3)
     ap.add_argument("--n-problems", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)

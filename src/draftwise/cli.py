@@ -161,7 +161,7 @@ def bench(
     drafts: list[str] = typer.Option(["ngram"], "--draft", "-d",
                                      help="draft (repeatable): model, ngram or ngram+MODEL"),
     k_range: Optional[str] = typer.Option(None, "-k", "--k", help="K values, e.g. 1-8 (the "
-                                          "default) or 2,3,4; --quality: one K (default 4)"),
+                                          "default) or 2,3,4; --quality: one K (default 3)"),
     categories: list[str] = PromptsOpt, prompt_file: Optional[str] = PromptFileOpt,
     n_prompts: int = typer.Option(10, "--n-prompts", help="prompts per category"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="default 128; --quality: "
@@ -208,7 +208,7 @@ def bench(
         if k_range is not None and not k_range.isdigit():
             raise DraftwiseError(f"bench --quality takes one K (e.g. -k 4), got {k_range!r}")
         qopts = QualityOptions(target, tuple(drafts), tuple(quality), tuple(accepts),
-                               int(k_range or 4), n_problems, offset, max_tokens)
+                               int(k_range or 3), n_problems, offset, max_tokens)
         run_quality_bench(qopts, _backend(backend, threads, ctx, dtype, device, draft_device,
                                           gpu_layers, draft_gpu_layers), out, console=_out())
         return
