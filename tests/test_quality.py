@@ -150,7 +150,8 @@ def test_cli_refuses_bad_quality_input(tiny_models):
     for args, msg in [(["--accept", "topk:3"], "bench --accept is measured with --quality"),
                       (["--quality", "humaneval", "-k", "1-4"], "bench --quality takes one K"),
                       (["--quality", "humaneval", "--accept", "topk:1"], "topk:N (N >= 2)"),
-                      (["--quality", "mbpp"], "unknown quality task 'mbpp'")]:
+                      (["--quality", "mbpp"], "unknown quality task 'mbpp'"),
+                      (["--quality", "math", "--temperature", "0.7"], "decodes greedily")]:
         r = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

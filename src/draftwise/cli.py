@@ -205,6 +205,8 @@ def bench(
         from draftwise.quality.cmd import run_quality_bench
         from draftwise.quality.runner import QualityOptions
 
+        if temperatures != [0.0]:
+            raise DraftwiseError("bench --quality decodes greedily (pass@1); drop --temperature")
         if k_range is not None and not k_range.isdigit():
             raise DraftwiseError(f"bench --quality takes one K (e.g. -k 4), got {k_range!r}")
         qopts = QualityOptions(target, tuple(drafts), tuple(quality), tuple(accepts),

@@ -155,8 +155,9 @@ def plot_speedup_vs_pass1(summaries: list[QualitySummary]) -> bytes:
 
 def _setup(res: QualityResult) -> list[str]:
     o, m = res.options, res.machine
+    tasks = dict.fromkeys(s.task for s in res.summaries)
     return [f"target: {o.target}; drafts: {', '.join(o.drafts)}; K {o.k}; greedy",
-            f"tasks: {', '.join(o.tasks)}; problems {o.n_problems} from {o.offset}; max_tokens "
+            f"tasks: {', '.join(tasks)}; problems {o.n_problems} from {o.offset}; max_tokens "
             f"{o.max_tokens or 'task default'}" + (f"; skipped (too long): "
                                                    f"{', '.join(res.skipped)}" if res.skipped else ""),
             f"sandbox: wall {o.limits.wall_s:g}s, CPU {o.limits.cpu_s}s, memory "

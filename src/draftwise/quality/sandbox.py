@@ -60,9 +60,6 @@ del hook
 exec(compile(open("program.py").read(), "program.py", "exec"), {"__name__": "__main__"})
 '''
 
-STATUSES = ("passed", "failed", "timeout", "out_of_memory")
-
-
 @dataclass(frozen=True)
 class Limits:
     """wall_s: wall-clock seconds; cpu_s: CPU seconds; memory_mb: address space; file_mb: the
@@ -81,7 +78,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """status: one of STATUSES; detail: the last line of stderr (or why it was stopped)."""
+    """status: passed | failed | timeout | out_of_memory; detail: the last line of stderr (or
+    why it was stopped)."""
 
     status: str
     detail: str = ""
