@@ -136,14 +136,21 @@ def row(s: QualitySummary) -> list[str]:
 
 
 def plot_speedup_vs_pass1(summaries: list[QualitySummary]) -> bytes:
-    """pass@1 against speedup, a panel per task, a labelled point per mode."""
+    """pass@1 against speedup (95% CI bars), a panel per task, a labelled point per mode; dotted:
+    AR's speed and pass@1."""
     tasks = list(dict.fromkeys(s.task for s in summaries))
     fig = Figure(figsize=(6 * len(tasks), 4.2))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, t in zip(axes, tasks):
         for i, s in enumerate(x for x in summaries if x.task == t):
-            sp = 1.0 if s.is_ar else s.speedup
-            ax.scatter([sp], [s.pass_at_1], color=f"C{i % 10}", marker="s" if s.is_ar else "o")
+            if s.is_ar:
+                ax.axhline(s.pass_at_1, color="black", lw=1, ls=":")
+                sp, err = 1.0, [[0.0], [0.0]]
+            else:
+                sp = s.speedup
+                err = [[max(0.0, sp - s.speedup_lo)], [max(0.0, s.speedup_hi - sp)]]
+            ax.errorbar([sp], [s.pass_at_1], xerr=err, color=f"C{i % 10}", capsize=3,
+                        marker="s" if s.is_ar else "o")
             ax.annotate(s.mode, (sp, s.pass_at_1), textcoords="offset points", xytext=(5, 4),
                         fontsize=8)
         ax.axvline(1.0, color="black", lw=1, ls=":")
@@ -155,9 +162,9 @@ def plot_speedup_vs_pass1(summaries: list[QualitySummary]) -> bytes:
 
 def _setup(res: QualityResult) -> list[str]:
     o, m = res.options, res.machine
-    tasks = dict.fromkeys(s.task for s in res.summaries)
+    tasks = ", ".join(f"{s.task} ({s.n} problems)" for s in res.summaries if s.is_ar)
     return [f"target: {o.target}; drafts: {', '.join(o.drafts)}; K {o.k}; greedy",
-            f"tasks: {', '.join(tasks)}; problems {o.n_problems} from {o.offset}; max_tokens "
+            f"tasks: {tasks}, from problem {o.offset}; max_tokens "
             f"{o.max_tokens or 'task default'}" + (f"; skipped (too long): "
                                                    f"{', '.join(res.skipped)}" if res.skipped else ""),
             f"sandbox: wall {o.limits.wall_s:g}s, CPU {o.limits.cpu_s}s, memory "
