@@ -374,3 +374,21 @@ def test_real_qwen_pair_to_llama_server_and_gemma_refused(qwen_paths, tmp_path):
     with pytest.raises(DraftwiseError, match="llama-server cannot speculate.*bridged"):
         run_export(ExportOptions("llama-server", target=t, draft=gemma, k=3,
                                  out=str(tmp_path / "g")))
+
+
+@pytest.mark.parametrize("engine, why", [
+    ("vllm", "rejection_sample_method"),
+    ("sglang", "--speculative-accept-threshold-single"),
+    ("llama-server", "common_sampler_sample_and_accept_n"),
+])
+def test_lossy_accept_is_refused_with_the_reason(engine, why, tmp_path):
+    """No engine carries a draftwise lossy mode: refused before any model work, in one line that
+    says why and names the engine version checked."""
+    with pytest.raises(DraftwiseError, match=f"{engine} cannot carry --accept topk:3") as e:
+        ExportOptions(engine, target="no-such-model", draft="ngram", k=3, accept="topk:3",
+                      out=str(tmp_path / "x"))
+    msg = str(e.value)
+    assert why in msg and "@" in msg and "\n" not in msg and "--accept exact" in msg
+    with pytest.raises(DraftwiseError, match="'loose' is not an acceptance mode"):
+        ExportOptions(engine, accept="loose")
+    assert ExportOptions(engine, accept="exact").accept == "exact"
