@@ -19,7 +19,8 @@ def compare(advise: dict, bench: dict, tolerance: float) -> tuple[list[str], boo
     lines = ["| draft | T | K | predicted | measured [95% CI] | error | |",
              "|---|---|---|---|---|---|---|"]
     ok = None  # None: bench recommended nothing that advise predicted
-    for s in bench["summaries"]:
+    exact = [s for s in bench["summaries"] if s.get("accept", "exact") == "exact"]  # advise: exact
+    for s in exact:
         key = (s["draft"], s["temperature"], s["k"])
         if key not in pred or s["speedup"] is None:
             continue
@@ -30,7 +31,7 @@ def compare(advise: dict, bench: dict, tolerance: float) -> tuple[list[str], boo
         lines.append(f"| {s['draft']} | {s['temperature']:g} | {s['k']} | {pred[key]:.2f} | "
                      f"{s['speedup']:.2f} [{s['speedup_lo']:.2f}, {s['speedup_hi']:.2f}] | "
                      f"{100 * err:+.0f}% | {'recommended' if star else ''} |")
-    measured = {(s["draft"], s["temperature"], s["k"]): s["speedup"] for s in bench["summaries"]}
+    measured = {(s["draft"], s["temperature"], s["k"]): s["speedup"] for s in exact}
     for t in dict.fromkeys(a["temperature"] for a in advise["advice"]):
         best = max((a for a in advise["advice"] if a["temperature"] == t),
                    key=lambda a: a["best_speedup"])

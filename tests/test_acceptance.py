@@ -229,3 +229,13 @@ def test_engine_sampling_lenient_on_bigram():
     assert 0 < st_.n_lenient <= st_.n_accepted and st_.alpha > exact.stats.alpha
     with pytest.raises(DraftwiseError, match="greedy decoding"):
         engine.generate("0 1 2", GenerateConfig(sampling=s), accept=parse_accept("topk:2"))
+
+
+def test_stats_line_says_lossy():
+    from draftwise.stats import Stats
+
+    st = Stats(accept="ratio:0.5")
+    st.record_round(4, 3, 4, n_lenient=2)
+    assert not st.exact and st.n_lenient == 2
+    assert st.line().endswith("| accept ratio:0.5 (lossy): 2 lenient")
+    assert "lossy" not in Stats().line() and Stats().to_dict()["exact"] is True

@@ -300,3 +300,70 @@ def test_report_from_synthetic_runs(tmp_path):
     assert "| d K=2 | 0 | 1.25 | 1.25 |" in md  # speedup by category: rag, code
     data = json.loads(paths["json"].read_text())
     assert data["runs"][3]["ar_margin"] == 0.004 and data["runs"][3]["label"] == "d K=2"
+
+
+# -- lenient (lossy) acceptance modes --------------------------------------------------------------
+
+def test_sweep_runs_each_mode_where_it_applies():
+    o = BenchOptions("t", drafts=("a",), ks=(2,), adaptive=False, temperatures=(0.0, 0.7),
+                     accepts=("exact", "TopK:3", "typical:0.09", "exact"))
+    assert o.accepts == ("exact", "topk:3", "typical:0.09,0.3")
+    labels = [(c.label, c.temperature) for c in sweep_configs(o)]
+    assert labels == [("AR", 0.0), ("a K=2", 0.0), ("a topk:3 (lossy) K=2", 0.0),
+                      ("AR", 0.7), ("a K=2", 0.7), ("a typical:0.09,0.3 (lossy) K=2", 0.7)]
+    with pytest.raises(DraftwiseError, match="is for sampling"):
+        BenchOptions("t", accepts=("typical:0.1",))  # greedy only: typical never applies
+    with pytest.raises(DraftwiseError, match="'nope' is not an acceptance mode"):
+        BenchOptions("t", accepts=("nope",))
+    with pytest.raises(DraftwiseError, match="at least one --accept"):
+        BenchOptions("t", accepts=())
+
+
+def test_lossy_configurations_are_reported_and_never_recommended(tmp_path):
+    """A lossy configuration faster than everything: shown with its mode and lenient tokens,
+    marked lossy, and the recommendation is the fastest exact one."""
+    from draftwise.bench.report import BenchResult, write_report
+
+    lossy = BenchConfig("d", 2, 0.0, "topk:3")
+    recs = [_rec(AR0, f"p{i}", 0, 1.0) for i in range(4)]
+    recs += [_rec(D2, f"p{i}", 0, 0.8, rounds=[(2, 1)] * 6) for i in range(4)]
+    recs += [_rec(lossy, f"p{i}", 0, 0.4, rounds=[(2, 2)] * 4) for i in range(4)]
+    for r in recs[8:]:
+        r.n_lenient = 3
+    summaries = summarize(recs, 16)
+    s = summaries[2]
+    assert (s.accept, s.n_lenient, s.exact, s.label) == ("topk:3", 12, False,
+                                                         "d topk:3 (lossy) K=2")
+    (rec,) = recommend(summaries)
+    assert rec.label == "d K=2" and "lossy" not in rec.text
+    res = BenchResult(BenchOptions("t", drafts=("d",), ks=(2,), accepts=("exact", "topk:3")),
+                      {"cpus": 2}, [], [], recs, summaries, [rec])
+    paths = write_report(res, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "acceptance: exact, topk:3 (lossy)" in md
+    assert "| d | ? | 2 | 0 | topk:3 (lossy) |" in md and "| 12 (25.0%) |" in md
+    assert "| d | ? | 2 | 0 | exact |" in md and "| 0 (0.0%) |" in md
+    with (tmp_path / "bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["accept"], r["n_lenient"]) for r in rows] == [("exact", "0"), ("exact", "0"),
+                                                            ("topk:3", "12")]
+    data = json.loads(paths["json"].read_text())
+    assert data["runs"][8]["n_lenient"] == 3 and data["options"]["accepts"] == ["exact", "topk:3"]
+
+
+def test_sweep_with_a_lossy_mode_on_tiny_models(tiny_models, tmp_path):
+    from draftwise.bench import run_bench
+
+    tgt, draft = map(str, tiny_models)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "The quick brown fox"}\n{"prompt": "def quicksort(a):\\n"}\n')
+    run_bench(BenchOptions(tgt, (draft,), ks=(4,), adaptive=False, max_tokens=30, repeats=1,
+                           accepts=("exact", "topk:3")),
+              PromptOptions(prompt_file=str(prompts)), BackendOptions(n_ctx=256), str(tmp_path))
+    data = json.loads((tmp_path / "bench.json").read_text())
+    by = {s["label"]: s for s in data["summaries"]}
+    assert by[f"{draft} K=4"]["identical"] == 1.0 and by[f"{draft} K=4"]["n_lenient"] == 0
+    lossy = by[f"{draft} topk:3 (lossy) K=4"]
+    assert lossy["accept"] == "topk:3" and lossy["n_lenient"] > 0
+    assert all(r["label"] != lossy["label"] for r in data["recommendations"])
+    assert "tokens kept leniently" in (tmp_path / "report.md").read_text()

@@ -67,6 +67,32 @@ def test_bad_input_is_one_clear_line(tiny_models, args, message):
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--no-draft", "--accept", "loose", "x"], "'loose' is not an acceptance mode"),
+    (["generate", "--draft", "ngram", "--accept", "topk:3", "--temperature", "0.7", "x"],
+     "acceptance mode topk:3 is for greedy decoding"),
+    (["bench", "--draft", "ngram", "--accept", "ratio:2"], "'ratio:2' is not an acceptance mode"),
+    (["bench", "--draft", "ngram", "--accept", "typical:0.1"], "is for sampling"),
+    (["serve", "--draft", "ngram", "--accept", "topk:1"], "'topk:1' is not an acceptance mode"),
+    (["export", "--to", "sglang", "--draft", "ngram", "--accept", "ratio:0.5"],
+     "sglang cannot carry --accept ratio:0.5"),
+])
+def test_bad_accept_is_one_clear_line(tiny_models, args, message):
+    r = run(args[0], "--target", str(tiny_models[0]), *args[1:])
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_generate_lossy_accept_reports_it(tiny_models):
+    target, draft = map(str, tiny_models)
+    r = run("generate", "--target", target, "--draft", draft, "-k", "4", "--accept", "topk:3",
+            "--max-tokens", "30", "--json", "The quick brown fox")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)["stats"]
+    assert stats["exact"] is False and stats["accept"] == "topk:3"
+    assert 0 < stats["n_lenient"] <= stats["n_accepted"]
+
+
 def test_different_vocabularies_are_bridged_losslessly(tiny_models, other_vocab_model):
     """A draft with another tokenizer drafts through text (see pairing); greedy output stays AR's."""
     args = ["--target", str(tiny_models[0]), "--max-tokens", "16", "--json", "The quick"]

@@ -171,11 +171,11 @@ def bench_json(path: Path, recs, summaries) -> Path:
     return path
 
 
-def summary(draft, k, speedup):
+def summary(draft, k, speedup, accept="exact"):
     from draftwise.bench.summary import ConfigSummary
 
     return ConfigSummary(f"{draft} K={k}", draft, k, 0.0, "?", 3, 100, 10.0, 9.0, 11.0, speedup,
-                         speedup - 0.1, speedup + 0.1, speedup, 0.8, 2.0, 3.0)
+                         speedup - 0.1, speedup + 0.1, speedup, 0.8, 2.0, 3.0, accept=accept)
 
 
 def test_plan_from_bench_json_turns_adaptive_k_into_the_best_fixed_k(tmp_path):
@@ -183,7 +183,8 @@ def test_plan_from_bench_json_turns_adaptive_k_into_the_best_fixed_k(tmp_path):
 
     rec = Recommendation(0.0, True, "d adaptive", "d", None, "?", 1.6, 1.4, 1.8, "text")
     p = bench_json(tmp_path / "bench.json", [rec],
-                   [summary("d", 2, 1.3), summary("d", 3, 1.5), summary("e", 4, 1.9)])
+                   [summary("d", 2, 1.3), summary("d", 3, 1.5), summary("e", 4, 1.9),
+                    summary("d", 4, 2.5, accept="topk:3")])  # lossy: never the one exported
     plan = read_plan(str(p))
     assert (plan.target, plan.draft, plan.k, plan.p_min) == ("T", "d", 3, 0.3)
     assert "adaptive K" in plan.notes[0] and "K=3" in plan.notes[0]
@@ -374,3 +375,21 @@ def test_real_qwen_pair_to_llama_server_and_gemma_refused(qwen_paths, tmp_path):
     with pytest.raises(DraftwiseError, match="llama-server cannot speculate.*bridged"):
         run_export(ExportOptions("llama-server", target=t, draft=gemma, k=3,
                                  out=str(tmp_path / "g")))
+
+
+@pytest.mark.parametrize("engine, why", [
+    ("vllm", "rejection_sample_method"),
+    ("sglang", "--speculative-accept-threshold-single"),
+    ("llama-server", "common_sampler_sample_and_accept_n"),
+])
+def test_lossy_accept_is_refused_with_the_reason(engine, why, tmp_path):
+    """No engine carries a draftwise lossy mode: refused before any model work, in one line that
+    says why and names the engine version checked."""
+    with pytest.raises(DraftwiseError, match=f"{engine} cannot carry --accept topk:3") as e:
+        ExportOptions(engine, target="no-such-model", draft="ngram", k=3, accept="topk:3",
+                      out=str(tmp_path / "x"))
+    msg = str(e.value)
+    assert why in msg and "@" in msg and "\n" not in msg and "--accept exact" in msg
+    with pytest.raises(DraftwiseError, match="'loose' is not an acceptance mode"):
+        ExportOptions(engine, accept="loose")
+    assert ExportOptions(engine, accept="exact").accept == "exact"

@@ -15,8 +15,10 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from draftwise.acceptance import parse_accept
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.loader import BackendOptions, build_engine
+from draftwise.policy import FixedK
 from draftwise.server import create_app
 
 NAME = "tiny"
@@ -360,6 +362,11 @@ BAD = [
     (C, b'{"prompt": "a", "n": 2}', 400, "n"),
     (C, b'{"prompt": "a", "draft_k": 0}', 400, "draft_k"),
     (C, b'{"prompt": "a", "draft_k": 33}', 400, "draft_k"),
+    (C, b'{"prompt": "a", "accept": "loose"}', 400, "accept"),
+    (C, b'{"prompt": "a", "accept": "topk:1"}', 400, "accept"),
+    (C, b'{"prompt": "a", "accept": 3}', 400, "accept"),
+    (C, b'{"prompt": "a", "accept": "topk:3"}', 400, "accept"),  # temperature 1 (OpenAI's default)
+    (C, b'{"prompt": "a", "accept": "typical:0.1", "temperature": 0}', 400, "accept"),
     (C, b'{"prompt": "a", "logprobs": 2}', 400, "logprobs"),
     (C, b'{"prompt": "a", "seed": 1.5}', 400, "seed"),
     (C, json.dumps({"prompt": "a", "stop": ["x" * 300]}).encode(), 400, "stop"),
@@ -400,6 +407,46 @@ def test_bad_input_streaming_and_client_errors(srv, ref):
     # Still serving, with the same output as before.
     r = srv.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=8, temperature=0)
     assert r.choices[0].text == expected(ref, PROMPTS[0], max_tokens=8).text
+
+
+# --- lenient (lossy) acceptance -------------------------------------------------------------------
+
+def test_accept_per_request(srv, ref):
+    """A request's `accept` verifies it leniently, as the engine would with that mode; the
+    speculative object says so. Bad modes are one line naming the valid forms."""
+    rule = parse_accept("topk:3")
+    want = ref.generate(PROMPTS[1], GenerateConfig(max_tokens=30), policy=FixedK(4), accept=rule)
+    r = srv.client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=30, temperature=0,
+                                      extra_body={"accept": "topk:3", "draft_k": 4})
+    spec = r.model_extra["speculative"]
+    assert r.choices[0].text == want.text and not want.exact
+    assert (spec["accept"], spec["exact"], spec["n_lenient"]) == ("topk:3", False,
+                                                                  want.stats.n_lenient)
+    assert want.stats.n_lenient > 0
+    r = srv.client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=30, temperature=0)
+    spec = r.model_extra["speculative"]
+    assert (spec["accept"], spec["exact"], spec["n_lenient"]) == ("exact", True, 0)
+    err = srv.http.post("/v1/completions", json={"prompt": "a", "accept": "loose"}).json()["error"]
+    assert "\n" not in err["message"] and "'loose' is not an acceptance mode" in err["message"]
+    assert "topk:N" in err["message"] and "typical:EPS[,DELTA]" in err["message"]
+
+
+def test_server_default_accept_applies_where_defined(tiny_models):
+    """serve --accept topk:3: greedy requests are lenient by default, sampled ones (topk is not
+    defined there) exact; a request's own mode still wins."""
+    engine = build_engine(str(tiny_models[0]), str(tiny_models[1]),
+                          spec=SpecConfig(k=4, accept="topk:3"))
+    with live(engine) as s:
+        def spec_of(**kw):
+            r = s.client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=20, **kw)
+            return r.model_extra["speculative"]
+
+        assert (spec_of(temperature=0)["accept"], spec_of(temperature=0)["exact"]) == (
+            "topk:3", False)
+        assert spec_of(temperature=0.8, seed=1)["accept"] == "exact"
+        assert spec_of(temperature=0.8, seed=1, extra_body={"accept": "ratio:0.5"})[
+            "accept"] == "ratio:0.5"
+        assert spec_of(temperature=0, extra_body={"accept": "exact"})["exact"] is True
 
 
 # --- metrics and the acceptance alarm -------------------------------------------------------------

@@ -48,14 +48,19 @@ class Acceptance:
             return f"typical:{self.eps:g},{self.delta:g}"
         return "exact"
 
+    def applies(self, greedy: bool) -> bool:
+        """Whether this mode is defined for this decoding (greedy, or sampling)."""
+        return not (self.mode == "topk" and not greedy or self.mode == "typical" and greedy)
+
     def check(self, greedy: bool) -> None:
-        """Raise unless this mode is defined for this decoding (greedy, or sampling)."""
-        if self.mode == "topk" and not greedy:
-            raise DraftwiseError(f"--accept {self.name} is for greedy decoding (temperature 0); "
-                                 "when sampling use ratio:L or typical:EPS[,DELTA]")
-        if self.mode == "typical" and greedy:
-            raise DraftwiseError(f"--accept {self.name} is for sampling (temperature > 0); with "
-                                 "greedy decoding use topk:N or ratio:L")
+        """Raise unless this mode applies to this decoding."""
+        if self.applies(greedy):
+            return
+        if greedy:
+            raise DraftwiseError(f"acceptance mode {self.name} is for sampling (temperature > 0); "
+                                 "with greedy decoding use topk:N or ratio:L")
+        raise DraftwiseError(f"acceptance mode {self.name} is for greedy decoding (temperature "
+                             "0); when sampling use ratio:L or typical:EPS[,DELTA]")
 
     def keeps_greedy(self, logits: np.ndarray, d: int) -> bool:
         """logits [V]: the target's logits at one position; d: the drafted id there."""
@@ -82,7 +87,7 @@ EXACT = Acceptance()
 def parse_accept(spec: str) -> Acceptance:
     """'exact', 'topk:4', 'ratio:0.3', 'typical:0.09' or 'typical:0.09,0.3' -> Acceptance."""
     s = spec.strip().lower()
-    bad = DraftwiseError(f"--accept {spec!r} is not a mode: use {FORMS}")
+    bad = DraftwiseError(f"{spec!r} is not an acceptance mode: use {FORMS}")
     if s == "exact":
         return EXACT
     if m := re.fullmatch(r"topk:(\d+)", s):

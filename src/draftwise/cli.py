@@ -31,6 +31,8 @@ GpuLayersOpt = typer.Option("0", "--gpu-layers", help="llama.cpp: layers on the 
 DraftGpuLayersOpt = typer.Option(None, "--draft-gpu-layers",
                                  help="llama.cpp: the draft's GPU layers (default: --gpu-layers)")
 KOpt = typer.Option("auto", "-k", "--k", help="draft length K (1-32), or auto (adaptive)")
+AcceptOpt = typer.Option("exact", "--accept", help="exact (lossless, default), or lossy: topk:N "
+                         "(greedy), ratio:L, typical:EPS[,DELTA] (sampling); see README")
 
 
 def _out() -> Console:
@@ -75,6 +77,7 @@ def generate(
     stop: list[str] = typer.Option([], "--stop", help="stop string (repeatable)"),
     chat: bool = typer.Option(False, "--chat", help="apply the model's chat template"),
     p_min: float = typer.Option(0.0, "--p-min", help="stop drafting below this draft confidence"),
+    accept: str = AcceptOpt,
     compare_ar: bool = typer.Option(False, "--compare-ar",
                                     help="also run AR and report whether the text is identical"),
     as_json: bool = typer.Option(False, "--json", help="print text and stats as one JSON object"),
@@ -93,7 +96,8 @@ def generate(
         raise DraftwiseError("give --draft MODEL (or ngram), or --no-draft for plain decoding")
     cfg = GenerateConfig(max_tokens=max_tokens, stop=tuple(stop),
                          sampling=SamplingConfig(temperature, top_k, top_p, seed))
-    spec = SpecConfig.parse(k, p_min)
+    spec = SpecConfig.parse(k, p_min, accept)
+    spec.rule.check(cfg.sampling.greedy)  # before loading models
     if prompt == "-":
         prompt = sys.stdin.read()
     opts = _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
@@ -170,6 +174,9 @@ def bench(
     repeats: int = typer.Option(3, "--repeats", help="runs of each configuration per prompt"),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive", help="also run adaptive K"),
     p_min: float = typer.Option(0.0, "--p-min"),
+    accepts: list[str] = typer.Option(["exact"], "--accept", help="acceptance mode (repeatable): "
+                                      "exact, and lossy topk:N, ratio:L, typical:EPS[,DELTA], "
+                                      "each run at the temperatures it applies to"),
     out: str = typer.Option("bench-results", "--out", help="directory for JSON, CSV and report"),
     offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
@@ -225,6 +232,9 @@ def bench(
 
         if len(temperatures) != 1:
             raise DraftwiseError("bench --endpoint takes one --temperature")
+        if accepts != ["exact"]:
+            raise DraftwiseError("bench --endpoint measures the server as it runs: set the "
+                                 "acceptance mode there (draftwise serve --accept), not here")
         eopts = EndpointOptions(tuple(endpoint), concurrency, engine, requests, time_limit,
                                 max_tokens, temperatures[0], seed, api_key=api_key)
         run_endpoint_bench(eopts, PromptOptions(tuple(categories), prompt_file, n_prompts, offset),
@@ -234,7 +244,7 @@ def bench(
 
     opts = BenchOptions(target=target, drafts=tuple(drafts), ks=k_range, adaptive=adaptive,
                         temperatures=tuple(temperatures), max_tokens=max_tokens, repeats=repeats,
-                        p_min=p_min, seed=seed)
+                        p_min=p_min, seed=seed, accepts=tuple(accepts))
     run_bench(opts, PromptOptions(tuple(categories), prompt_file, n_prompts, offset),
               _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
                        draft_gpu_layers), out, console=_out())
@@ -276,6 +286,9 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     k: str = KOpt,
     p_min: float = typer.Option(0.0, "--p-min", help="stop drafting below this draft confidence"),
+    accept: str = typer.Option("exact", "--accept", help="default acceptance mode of requests "
+                               "(a request's `accept` field overrides it): exact (lossless), or "
+                               "lossy topk:N, ratio:L, typical:EPS[,DELTA]"),
     queue: int = typer.Option(16, "--queue", help="requests that may wait; more get 429"),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per request, queue included"),
     name: Optional[str] = typer.Option(None, "--name", help="model name clients use"),
@@ -304,7 +317,7 @@ def serve(
 
     opts = _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
                     draft_gpu_layers)
-    with open_engine(target, draft, opts, SpecConfig.parse(k, p_min),
+    with open_engine(target, draft, opts, SpecConfig.parse(k, p_min, accept),
                      on_save_error=_cost_note) as engine:
         run_server(engine, name or target, host=host, port=port, queue_size=queue,
                    timeout_s=timeout, api_keys=keys, cors_origins=cors_origin, grace_s=grace)
@@ -487,12 +500,14 @@ def export(
     tp: int = typer.Option(1, "--tp", help="vLLM / SGLang: tensor parallel size"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="of HF directories made from GGUF: "
                               "bfloat16 | float32"),
+    accept: str = typer.Option("exact", "--accept", help="acceptance mode; lossy modes are "
+                               "refused with the reason (no engine carries one)"),
 ) -> None:
     """Write a launch command, its config and the model files for vLLM, SGLang or llama-server."""
     from draftwise.export.run import ExportOptions, run_export
 
     res = run_export(ExportOptions(to, source, target, draft, k, temperature, out, host, port,
-                                   parallel, tp, dtype))
+                                   parallel, tp, dtype, accept))
     for n in (*res.plan.notes, *res.launch.notes):
         err.print(f"note: {n}", highlight=False)
     print(f"wrote {res.out}/launch.sh, README.md, export.json")

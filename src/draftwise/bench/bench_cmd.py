@@ -17,7 +17,7 @@ from draftwise.loader import BackendOptions
 def results_table(summaries: list[ConfigSummary]) -> Table:
     table = Table(title="draftwise bench", header_style="bold")
     for h in HEADERS:
-        table.add_column(h, justify="left" if h in ("draft", "quant") else "right")
+        table.add_column(h, justify="left" if h in ("draft", "quant", "accept") else "right")
     for s in summaries:
         style = "green" if not s.is_ar and s.speedup_lo > 1.0 else (
             "red" if not s.is_ar and s.speedup_hi < 1.0 else None)
@@ -66,5 +66,11 @@ def run_bench(opts: BenchOptions, prompt_opts: PromptOptions = PromptOptions(),
         con.print(cat)
     for r in res.recommendations:
         con.print(("[bold green]" if r.beats_ar else "[bold yellow]") + r.text + "[/]")
+    lossy = [s for s in summaries if not s.is_ar and not s.exact]
+    if lossy:
+        con.print(f"[yellow]lossy: {len(lossy)} configuration(s) used a lenient acceptance mode "
+                  f"({', '.join(dict.fromkeys(s.accept for s in lossy))}); their output is not the "
+                  f"target's ({sum(s.n_lenient for s in lossy)} tokens kept leniently) and they are "
+                  "not recommended[/]")
     con.print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name}, "
               f"{paths['csv'].name}, plots/)")

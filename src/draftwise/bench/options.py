@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from draftwise.acceptance import parse_accept
 from draftwise.bench.prompts import Prompt, load_prompts
 from draftwise.config import check_k, parse_k_range
 from draftwise.errors import DraftwiseError
@@ -23,6 +24,17 @@ def _check_common(temperatures: tuple[float, ...], max_tokens: int) -> None:
         raise DraftwiseError(f"max_tokens must be >= 2, got {max_tokens}")
 
 
+def _check_accepts(accepts: tuple[str, ...], temperatures: tuple[float, ...]) -> tuple[str, ...]:
+    """Canonical, unique mode names, each applying to at least one of the temperatures."""
+    if not accepts:
+        raise DraftwiseError("give at least one --accept mode (exact is the lossless one)")
+    rules = list(dict.fromkeys(parse_accept(a) for a in accepts))
+    for r in rules:
+        if not any(r.applies(t == 0) for t in temperatures):
+            r.check(temperatures[0] == 0)  # raises: says which decoding the mode is for
+    return tuple(r.name for r in rules)
+
+
 @dataclass(frozen=True)
 class PromptOptions:
     """Built-in prompt sets (categories, default code) or a JSONL file; n per set after offset."""
@@ -39,7 +51,8 @@ class PromptOptions:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """A sweep: AR plus every draft x K (plus adaptive K per draft), at each temperature."""
+    """A sweep: AR plus every draft x K (plus adaptive K per draft) x acceptance mode, at each
+    temperature. accepts: `exact` and/or lossy modes, each run where it applies (draftwise.acceptance)."""
 
     target: str
     drafts: tuple[str, ...] = ("ngram",)
@@ -50,11 +63,13 @@ class BenchOptions:
     repeats: int = 3
     p_min: float = 0.0
     seed: int = 0
+    accepts: tuple[str, ...] = ("exact",)
 
     def __post_init__(self) -> None:
         _check_drafts(self.drafts)
         object.__setattr__(self, "ks", parse_k_range(self.ks))
         _check_common(self.temperatures, self.max_tokens)
+        object.__setattr__(self, "accepts", _check_accepts(self.accepts, self.temperatures))
         if self.repeats < 1:
             raise DraftwiseError(f"repeats must be >= 1, got {self.repeats}")
         if not 0 <= self.p_min < 1:

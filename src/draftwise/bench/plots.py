@@ -19,7 +19,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def _series_name(s: ConfigSummary, temps: set[float]) -> str:
-    return s.draft if len(temps) == 1 else f"{s.draft} T={s.temperature:g}"
+    return s.series if len(temps) == 1 else f"{s.series} T={s.temperature:g}"
 
 
 def _groups(summaries: list[ConfigSummary]) -> dict[str, list[ConfigSummary]]:
@@ -33,16 +33,16 @@ def _groups(summaries: list[ConfigSummary]) -> dict[str, list[ConfigSummary]]:
 
 
 def speedup_vs_k(summaries: list[ConfigSummary]) -> bytes:
-    """Speedup over AR (95% CI bars) against K, a line per draft and a panel per temperature;
-    adaptive K as a dashed level."""
+    """Speedup over AR (95% CI bars) against K, a line per draft (and lossy mode) and a panel per
+    temperature; adaptive K as a dashed level."""
     temps = list(dict.fromkeys(s.temperature for s in summaries))
     fig = Figure(figsize=(7 * len(temps), 4.2))
     axes = fig.subplots(1, len(temps), sharey=True, squeeze=False)[0]
-    drafts = list(dict.fromkeys(s.draft for s in summaries if not s.is_ar))
+    drafts = list(dict.fromkeys(s.series for s in summaries if not s.is_ar))
     for ax, t in zip(axes, temps):
         for s_draft in drafts:
             color = f"C{drafts.index(s_draft) % 10}"
-            group = [s for s in summaries if s.draft == s_draft and s.temperature == t]
+            group = [s for s in summaries if s.series == s_draft and s.temperature == t]
             fixed = sorted((s for s in group if s.k is not None), key=lambda s: s.k)
             if fixed:
                 y = np.array([s.speedup for s in fixed])

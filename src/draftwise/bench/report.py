@@ -27,7 +27,9 @@ METHOD = (
     "tau = tokens per target forward. Acceptance per position is P(position i accepted | "
     "positions before it accepted). Adaptive K keeps one controller per configuration through "
     "the sweep (measured costs carry over; each new prompt starts from the long-run "
-    "acceptance), as in `serve` and `generate`.")
+    "acceptance), as in `serve` and `generate`. Configurations marked lossy use a lenient "
+    "acceptance mode (--accept): they keep draft tokens exact verification would reject, so their "
+    "output is not the target's; `lenient tokens` counts those tokens. They are never recommended.")
 
 
 @dataclass
@@ -66,7 +68,7 @@ def to_json(res: BenchResult) -> dict:
 CSV_FIELDS = ("label", "draft", "k", "temperature", "quant", "n_runs", "n_tokens", "tok_s",
               "tok_s_q1", "tok_s_q3", "speedup", "speedup_lo", "speedup_hi", "speedup_e2e",
               "alpha", "tau", "mean_k", "acceptance_at", "ms_draft", "ms_target", "ms_overhead",
-              "identical")
+              "identical", "accept", "n_lenient")
 
 
 def _fmt(v, nd: int = 2) -> str:
@@ -79,14 +81,17 @@ def _row(s: ConfigSummary) -> list[str]:
     k = "AR" if s.is_ar else ("adaptive" if s.k is None else str(s.k))
     ident = "-" if s.identical is None else f"{100 * s.identical:.0f}%"
     sp = "1.00" if s.is_ar else f"{s.speedup:.2f} [{s.speedup_lo:.2f}, {s.speedup_hi:.2f}]"
-    return [s.draft, s.quant, k, f"{s.temperature:g}",
+    accept = "-" if s.is_ar else s.accept if s.exact else f"{s.accept} (lossy)"
+    lenient = "-" if s.is_ar else f"{s.n_lenient} ({100 * s.n_lenient / s.n_tokens:.1f}%)"
+    return [s.draft, s.quant, k, f"{s.temperature:g}", accept,
             f"{s.tok_s:.1f} [{s.tok_s_q1:.1f}, {s.tok_s_q3:.1f}]", sp, _fmt(s.alpha),
             _fmt(s.tau), _fmt(s.mean_k, 1), _fmt(s.ms_draft, 1), _fmt(s.ms_target, 1),
-            _fmt(s.ms_overhead, 1), ident]
+            _fmt(s.ms_overhead, 1), ident, lenient]
 
 
-HEADERS = ["draft", "quant", "K", "T", "tok/s median [IQR]", "speedup [95% CI]", "alpha", "tau",
-           "drafted/round", "draft ms/tok", "verify ms/tok", "overhead ms/tok", "identical to AR"]
+HEADERS = ["draft", "quant", "K", "T", "accept", "tok/s median [IQR]", "speedup [95% CI]", "alpha",
+           "tau", "drafted/round", "draft ms/tok", "verify ms/tok", "overhead ms/tok",
+           "identical to AR", "lenient tokens"]
 
 
 def _setup_lines(res: BenchResult) -> list[str]:
@@ -97,6 +102,7 @@ def _setup_lines(res: BenchResult) -> list[str]:
              + ("; adaptive K" if o.adaptive else ""),
              f"temperatures: {', '.join(f'{t:g}' for t in o.temperatures)}; max_tokens "
              f"{o.max_tokens}; repeats {o.repeats}; p_min {o.p_min:g}",
+             "acceptance: " + ", ".join(a if a == "exact" else f"{a} (lossy)" for a in o.accepts),
              f"prompts: {len(res.prompts)} ({', '.join(cats)})"
              + (f"; skipped (too long): {', '.join(res.skipped)}" if res.skipped else ""),
              f"machine: {m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, threads "
@@ -116,18 +122,28 @@ def category_table(summaries: list[ConfigSummary]) -> tuple[list[str], list[list
 
 
 def _divergence_lines(res: BenchResult) -> list[str]:
-    """Greedy runs whose text differs from AR, with AR's top-2 logit margin where they part."""
+    """Greedy runs whose text differs from AR, with AR's top-2 logit margin where they part; lossy
+    runs apart (they differ by design)."""
     greedy = [r for r in res.records if r.identical is not None]
-    diff = [r for r in greedy if not r.identical]
-    if not greedy:
-        return []
-    if not diff:
-        return [f"Greedy: all {len(greedy)} speculative runs produced exactly AR's tokens."]
-    parts = ", ".join(f"{r.config.label} on {r.prompt_id} at token {r.diverged_at} (margin "
-                      f"{_fmt(r.ar_margin, 3)})" for r in diff[:10])
-    return [f"Greedy: {len(diff)} of {len(greedy)} speculative runs differ from AR: {parts}"
-            + (" ..." if len(diff) > 10 else "") + ". A small margin is a near-tie, where batched "
-            "and one-token logits can round differently."]
+    lossy = [r for r in greedy if r.config.accept != "exact"]
+    exact = [r for r in greedy if r.config.accept == "exact"]
+    diff = [r for r in exact if not r.identical]
+    out = []
+    if exact and not diff:
+        out.append(f"Greedy: all {len(exact)} speculative runs with exact acceptance produced "
+                   "exactly AR's tokens.")
+    elif diff:
+        parts = ", ".join(f"{r.config.label} on {r.prompt_id} at token {r.diverged_at} (margin "
+                          f"{_fmt(r.ar_margin, 3)})" for r in diff[:10])
+        out.append(f"Greedy: {len(diff)} of {len(exact)} speculative runs differ from AR: "
+                   f"{parts}" + (" ..." if len(diff) > 10 else "") + ". A small margin is a "
+                   "near-tie, where batched and one-token logits can round differently.")
+    if lossy:
+        same = sum(r.identical for r in lossy)
+        out.append(f"Greedy, lossy acceptance: {same} of {len(lossy)} runs still produced AR's "
+                   f"tokens; the others differ by design ({sum(r.n_lenient for r in lossy)} "
+                   "tokens kept leniently).")
+    return out
 
 
 def markdown(res: BenchResult, plot_dir: str = "plots") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from draftwise.acceptance import parse_accept
 from draftwise.backends.base import Backend
 from draftwise.bench.options import BenchOptions
 from draftwise.bench.prompts import Prompt
@@ -20,13 +21,20 @@ from draftwise.engine import Engine
 from draftwise.policy import KPolicy, make_policy
 
 
+def series(draft: str, accept: str) -> str:
+    """The draft, and the acceptance mode when lossy: what plots draw one line for."""
+    return draft if accept == "exact" else f"{draft} {accept} (lossy)"
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    """One configuration: draft 'none' is AR (k 0); adaptive K has k None."""
+    """One configuration: draft 'none' is AR (k 0); adaptive K has k None; accept: the acceptance
+    mode's canonical name (anything but `exact` is lossy)."""
 
     draft: str
     k: int | None
     temperature: float
+    accept: str = "exact"
 
     @property
     def is_ar(self) -> bool:
@@ -36,7 +44,8 @@ class BenchConfig:
     def label(self) -> str:
         if self.is_ar:
             return "AR"
-        return f"{self.draft} K={self.k}" if self.k is not None else f"{self.draft} adaptive"
+        name = series(self.draft, self.accept)
+        return f"{name} K={self.k}" if self.k is not None else f"{name} adaptive"
 
 
 @dataclass
@@ -60,6 +69,7 @@ class RunRecord:
     identical: bool | None = None  # greedy: the same tokens as AR on this prompt and repeat
     diverged_at: int | None = None  # greedy, not identical: first differing token ...
     ar_margin: float | None = None  # ... and AR's top-2 logit margin there (small: a near-tie)
+    n_lenient: int = 0  # tokens a lossy mode kept that exact verification would have rejected
 
     @property
     def tok_s(self) -> float:
@@ -71,14 +81,17 @@ class RunRecord:
 
 
 def sweep_configs(opts: BenchOptions) -> list[BenchConfig]:
-    """AR, then each draft at each K (and adaptive), for every temperature."""
+    """AR, then each draft at each K (and adaptive) in each acceptance mode that applies to the
+    temperature, for every temperature."""
     out = []
     for t in opts.temperatures:
         out.append(BenchConfig("none", 0, t))
+        accepts = [a for a in opts.accepts if parse_accept(a).applies(t == 0)]
         for d in opts.drafts:
-            out += [BenchConfig(d, k, t) for k in opts.ks]
-            if opts.adaptive:
-                out.append(BenchConfig(d, None, t))
+            for a in accepts:
+                out += [BenchConfig(d, k, t, a) for k in opts.ks]
+                if opts.adaptive:
+                    out.append(BenchConfig(d, None, t, a))
     return out
 
 
@@ -86,8 +99,8 @@ def run_spec(cfg: BenchConfig, opts: BenchOptions) -> SpecConfig:
     """The SpecConfig of a configuration: adaptive K up to the largest swept K."""
     if cfg.k is None:
         return SpecConfig(k=min(SpecConfig.k, opts.k_max), adaptive=True, k_max=opts.k_max,
-                          p_min=opts.p_min)
-    return SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min)
+                          p_min=opts.p_min, accept=cfg.accept)
+    return SpecConfig(k=max(cfg.k, 1), k_max=max(cfg.k, 1), p_min=opts.p_min, accept=cfg.accept)
 
 
 def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: BenchOptions,
@@ -104,7 +117,8 @@ def run_one(target: Backend, drafter: Drafter | None, cfg: BenchConfig, opts: Be
     st = run.stats
     rec = RunRecord(cfg, "", "", 0, st.n_prompt, st.n_generated, st.t_prefill, st.t_decode,
                     st.t_draft, st.t_target, st.finish_reason, list(st.drafted_at),
-                    list(st.accepted_at), rounds if drafter is not None else [])
+                    list(st.accepted_at), rounds if drafter is not None else [],
+                    n_lenient=st.n_lenient)
     return rec, run.tokens
 
 

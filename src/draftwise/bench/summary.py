@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from draftwise.bench.drafts import quant_of
-from draftwise.bench.runner import BenchConfig, RunRecord
+from draftwise.bench.runner import BenchConfig, RunRecord, series
 
 N_BINS = 8  # bins of the acceptance-vs-position curve over max_tokens
 
@@ -60,10 +60,20 @@ class ConfigSummary:
     by_position: list[tuple[int, float, int]] = field(default_factory=list)  # (bin start, alpha, n)
     by_prompt_len: list[tuple[int, float, int]] = field(default_factory=list)  # (n_prompt, a, n)
     by_category: dict[str, float] = field(default_factory=dict)  # speedup per prompt category
+    accept: str = "exact"  # the acceptance mode; anything else is lossy
+    n_lenient: int = 0  # tokens kept that exact verification would have rejected, all runs
 
     @property
     def is_ar(self) -> bool:
         return self.draft == "none"
+
+    @property
+    def exact(self) -> bool:
+        return self.accept == "exact"
+
+    @property
+    def series(self) -> str:
+        return series(self.draft, self.accept)
 
 
 def _acceptance_by_position(runs: list[RunRecord], width: int) -> list[tuple[int, float, int]]:
@@ -140,7 +150,8 @@ def summarize(records: list[RunRecord], max_tokens: int = 128) -> list[ConfigSum
             identical=(sum(ident) / len(ident)) if ident else None,
             by_position=_acceptance_by_position(runs, width),
             by_prompt_len=_acceptance_by_prompt(runs),
-            by_category={c: float(np.exp(np.mean(v))) for c, v in per_cat.items()}))
+            by_category={c: float(np.exp(np.mean(v))) for c, v in per_cat.items()},
+            accept=cfg.accept, n_lenient=sum(r.n_lenient for r in runs)))
     return out
 
 
@@ -169,10 +180,11 @@ class Recommendation:
 
 
 def recommend(summaries: list[ConfigSummary]) -> list[Recommendation]:
-    """Per temperature: the fastest configuration whose 95% CI lies above 1, else AR, plainly."""
+    """Per temperature: the fastest lossless configuration whose 95% CI lies above 1, else AR,
+    plainly. Lossy (lenient) configurations are never recommended: their price is quality."""
     out = []
     for t in dict.fromkeys(s.temperature for s in summaries):
-        cands = [s for s in summaries if s.temperature == t and not s.is_ar
+        cands = [s for s in summaries if s.temperature == t and not s.is_ar and s.exact
                  and np.isfinite(s.speedup)]
         if not cands:
             continue

@@ -96,7 +96,7 @@ def _from_bench(data: dict, where: str, temperature: float | None) -> Plan:
     if k is None:  # adaptive K won; the engines take a fixed K: the best fixed K of that draft
         fixed = [s for s in data.get("summaries") or [] if s.get("draft") == rec["draft"]
                  and float(s.get("temperature", -1)) == t and s.get("k") is not None
-                 and s.get("speedup") is not None]
+                 and s.get("speedup") is not None and s.get("accept", "exact") == "exact"]
         if not fixed:
             raise DraftwiseError(f"{where}: adaptive K was best and no fixed K of "
                                  f"{rec['draft']} was measured; give -k")

@@ -21,6 +21,11 @@ _SPEC = f"{CHECKED}: common/speculative.cpp"
 # common/speculative.cpp: SPEC_VOCAB_MAX_SIZE_DIFFERENCE, SPEC_VOCAB_CHECK_START_TOKEN_ID
 MAX_SIZE_DIFFERENCE = 128
 CHECK_START_TOKEN_ID = 5
+# Why draftwise's lossy --accept modes do not export.
+LENIENT = ("llama-server keeps a draft token only if it equals the target's sampled token "
+           "(common_sampler_sample_and_accept_n, common/sampling.cpp) and common/arg.cpp has no "
+           "lenient acceptance option (--spec-draft-p-min and --spec-draft-p-split shape drafting, "
+           f"not acceptance; {CHECKED})")
 
 
 def vocab_problem(target, draft) -> str | None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from draftwise.acceptance import parse_accept
 from draftwise.errors import DraftwiseError
 from draftwise.export import llamaserver, sglang, vllm
 from draftwise.export.common import Launch, Plan, gguf_file, hf_dir, link_or_copy, pair_info, read_plan
@@ -38,6 +39,7 @@ class ExportOptions:
     parallel: int = 4  # llama-server slots
     tp: int = 1  # vLLM / SGLang tensor parallel size
     dtype: str = "bfloat16"  # of HF directories converted from GGUF
+    accept: str = "exact"  # a lossy mode is refused: no engine carries one (each module's LENIENT)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -48,6 +50,10 @@ class ExportOptions:
             raise DraftwiseError("--parallel and --tp must be 1 or more")
         if self.dtype not in ("float32", "bfloat16"):
             raise DraftwiseError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        rule = parse_accept(self.accept)
+        if not rule.exact:
+            raise DraftwiseError(f"{self.engine} cannot carry --accept {rule.name}: "
+                                 f"{MODULES[self.engine].LENIENT}; export with --accept exact")
 
 
 @dataclass

@@ -18,6 +18,12 @@ CHECKED = ("SGLang main @001067fffe33 (python/sglang/srt/server_args.py) and its
            "@067ad4d335bb (advanced_features/speculative_decoding.md)")
 _ARGS = "SGLang main @001067fffe33: python/sglang/srt/server_args.py"
 _DOCS = "SGLang docs/advanced_features/speculative_decoding.md @067ad4d335bb"
+# Why draftwise's lossy --accept modes do not export: SGLang's own lenient rule is another one.
+LENIENT = ("SGLang's lenient flags (--speculative-accept-threshold-single S, "
+           "--speculative-accept-threshold-acc A; SGLang main @001067fffe33 server_args.py) keep a "
+           "draft token whose target probability exceeds S, or with probability min(1, p / A), "
+           "and only when sampling (greedy requests verify exactly); no draftwise mode is that "
+           "rule (ratio is relative to max p, typical depends on the entropy, topk is greedy)")
 
 
 def check(plan: Plan, target, draft, pairing) -> list[str]:

@@ -19,6 +19,11 @@ CHECKED = ("vLLM main @002e77c1f0ef (vllm/config/speculative.py) and the vLLM do
 _CONFIG = "vLLM main @002e77c1f0ef: vllm/config/speculative.py"
 _SERVE = ("vLLM docs v0.25.0 features/speculative_decoding/draft_model (`vllm serve ... --host "
           "--port -tp --speculative-config`)")
+# Why draftwise's lossy --accept modes do not export (vllm/config/speculative.py @002e77c1f0ef).
+LENIENT = ("vLLM V1 verifies losslessly only (SpeculativeConfig.rejection_sample_method: standard, "
+           "block, or synthetic for benchmarks; vLLM main @002e77c1f0ef); its typical acceptance "
+           "(--spec-decoding-acceptance-method typical_acceptance_sampler) left with the V0 "
+           "spec-decode workers (vLLM PR #21152)")
 NGRAM = {"prompt_lookup_max": 3, "prompt_lookup_min": 1}  # draftwise's NgramDrafter sizes
 
 

@@ -126,8 +126,14 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
         temp = 1.0 if body.temperature is None else float(body.temperature)
         top_p = 1.0 if body.top_p is None else float(body.top_p)
         seed = None if body.seed is None else body.seed % 2**64
+        sampling = SamplingConfig(temperature=temp, top_p=top_p, seed=seed)
+        if body.accept is not None:
+            try:
+                body.accept.check(sampling.greedy)
+            except DraftwiseError as e:
+                raise APIError(400, str(e), param="accept", code="invalid_value") from None
         return Job(**kw, stop=body.stops, draft_k=body.draft_k, timeout_s=timeout_s,
-                   sampling=SamplingConfig(temperature=temp, top_p=top_p, seed=seed))
+                   sampling=sampling, accept=body.accept)
 
     async def generate(request: Request, body, job: Job):
         try:
@@ -202,6 +208,9 @@ def serve(engine: Engine, model_name: str, host: str = "127.0.0.1", port: int = 
                      default_k=default_k, api_keys=api_keys, cors_origins=cors_origins)
     if warning := exposure_warning(host, port, api_keys):
         log.warning(warning)
+    if not engine.spec.rule.exact:
+        log.warning("requests without `accept` are verified with %s where it applies: lossy, the "
+                    "output is not the target's own", engine.spec.rule.name)
     log.info("serving %s on http://%s:%d/v1 (queue %d%s)", model_name, host, port, queue_size,
              ", API key required" if api_keys else "")
     # uvicorn's own wait for open responses outlasts the grace period, so a stream cut at the

@@ -21,10 +21,12 @@ def usage(st: Stats) -> dict:
 
 
 def speculative(st: Stats) -> dict:
-    """Our extra object: what the draft did for this response."""
+    """Our extra object: what the draft did for this response. exact: False under a lossy
+    acceptance mode; n_lenient: accepted tokens exact verification would have rejected."""
     return {"drafted": st.n_drafted, "accepted": st.n_accepted,
             "acceptance_rate": round(st.alpha, 4), "tokens_per_round": round(st.tau, 4),
-            "k_used": round(sum(st.k_used) / len(st.k_used), 4) if st.k_used else 0.0}
+            "k_used": round(sum(st.k_used) / len(st.k_used), 4) if st.k_used else 0.0,
+            "accept": st.accept, "exact": st.exact, "n_lenient": st.n_lenient}
 
 
 class Shape:

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from draftwise.acceptance import Acceptance, parse_accept
 from draftwise.config import check_k
 from draftwise.errors import DraftwiseError
 
@@ -31,6 +32,13 @@ def _utf8(s: str) -> str:
 def _draft_k(k: int) -> int:
     try:
         return check_k(k)
+    except DraftwiseError as e:
+        raise ValueError(str(e)) from None
+
+
+def _accept(s: str) -> Acceptance:
+    try:
+        return parse_accept(s)
     except DraftwiseError as e:
         raise ValueError(str(e)) from None
 
@@ -52,7 +60,8 @@ class StreamOptions(BaseModel):
 
 
 class _Request(BaseModel):
-    """Fields shared by both endpoints. `draft_k` (1..32) is ours: a fixed K for this request."""
+    """Fields shared by both endpoints. Ours: `draft_k` (1..32), a fixed K for this request;
+    `accept`, its acceptance mode (exact, or a lossy one: draftwise.acceptance)."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
@@ -66,6 +75,7 @@ class _Request(BaseModel):
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     draft_k: Annotated[StrictInt, AfterValidator(_draft_k)] | None = None
+    accept: Annotated[StrictStr, AfterValidator(_accept)] | None = None
     user: StrictStr | None = None
     best_of: Any = None
     echo: Any = None

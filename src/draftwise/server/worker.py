@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from draftwise.acceptance import EXACT, Acceptance
 from draftwise.config import GenerateConfig, SamplingConfig
 from draftwise.engine import Engine
 from draftwise.errors import DraftwiseError
@@ -35,6 +36,7 @@ class Job:
     """One request. Created inside the event loop; the worker sends it events thread-safely.
 
     Events: ("start", n_prompt), ("delta", text), ("done", Stats), ("error", APIError).
+    accept: the request's acceptance mode, checked against its sampling; None: the server's.
     """
 
     prompt: str | list[int] | None
@@ -44,6 +46,7 @@ class Job:
     sampling: SamplingConfig
     draft_k: int | None
     timeout_s: float
+    accept: Acceptance | None = None
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -217,7 +220,12 @@ class Worker:
         cfg = GenerateConfig(max_tokens=max_tokens, stop=job.stop, sampling=job.sampling)
         job.emit("start", len(ids))
         k = job.draft_k or self.default_k
-        run = eng.run(ids, cfg, policy=FixedK(k) if k and eng.drafter is not None else None)
+        # The server's mode (serve --accept) applies where it is defined: a sampled request to a
+        # server whose default is topk is verified exactly (its `speculative` object says so).
+        accept = job.accept or (eng.spec.rule if eng.spec.rule.applies(job.sampling.greedy)
+                                else EXACT)
+        run = eng.run(ids, cfg, policy=FixedK(k) if k and eng.drafter is not None else None,
+                      accept=accept)
         deltas = iter(run)
         first = True
         try:
