@@ -176,7 +176,8 @@ def bench(
     p_min: float = typer.Option(0.0, "--p-min"),
     accepts: list[str] = typer.Option(["exact"], "--accept", help="acceptance mode (repeatable): "
                                       "exact, and lossy topk:N, ratio:L, typical:EPS[,DELTA], "
-                                      "each run at the temperatures it applies to"),
+                                      "each run at the temperatures it applies to; --quality: "
+                                      "AR and exact always run, lossy modes beside them"),
     out: str = typer.Option("bench-results", "--out", help="directory for JSON, CSV and report"),
     offset: int = OffsetOpt, seed: int = typer.Option(0, "--seed"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
@@ -194,8 +195,6 @@ def bench(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="--endpoint: bearer key"),
     quality: list[str] = typer.Option([], "--quality", help="measure pass@1 on a task instead "
                                       "(repeatable): humaneval | math"),
-    accepts: list[str] = typer.Option([], "--accept", help="--quality: a lossy acceptance mode to "
-                                      "measure beside AR and exact (repeatable), e.g. topk:3"),
     n_problems: int = typer.Option(20, "--n-problems", help="--quality: problems per task"),
 ) -> None:
     """Measure AR against each draft and K, interleaved; write a report with a recommendation.
@@ -203,9 +202,6 @@ def bench(
     speedup and divergence from AR of exact and lossy speculative decoding on a task."""
     from draftwise.bench.options import BenchOptions, PromptOptions
 
-    if accepts and not quality:
-        raise DraftwiseError("bench --accept is measured with --quality TASK (pass@1 beside the "
-                             "speedup); add --quality humaneval")
     if quality:
         if not target or endpoint:
             raise DraftwiseError("bench --quality needs --target MODEL (not --endpoint)")
