@@ -81,14 +81,13 @@ class DistillOptions:
             raise DraftwiseError("--loss ce trains on given completions (hard labels): add --data "
                                  "FILE.jsonl with {\"prompt\", \"completion\"} rows")
         cats = tuple(dict.fromkeys(_category(c) for c in self.categories))
-        for flag in ("prompts", "data"):
-            path = getattr(self, flag)
+        if sum(map(bool, (cats, self.prompts, self.data))) > 1:
+            raise DraftwiseError("give one of --prompts FILE, --data FILE or -c CATEGORY")
+        for attr, what, path in (("prompts", "prompt", self.prompts), ("data", "data", self.data)):
             if path:
-                if cats or (flag == "data" and self.prompts):
-                    raise DraftwiseError("give one of --prompts FILE, --data FILE or -c CATEGORY")
                 if not Path(path).expanduser().is_file():
-                    raise DraftwiseError(f"{flag} file {path} does not exist")
-                put(flag, str(Path(path).expanduser().resolve()))
+                    raise DraftwiseError(f"{what} file {path} does not exist")
+                put(attr, str(Path(path).expanduser().resolve()))
         put("categories", cats or (() if self.file else ("code",)))
         others = tuple(c for c in CATEGORIES if c not in self.categories)
         put("eval_categories", tuple(dict.fromkeys(_category(c) for c in self.eval_categories))
