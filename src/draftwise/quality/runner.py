@@ -9,7 +9,7 @@ with AR's: `differs` when the text differs, `diverged_at` the first generated to
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from draftwise.backends.base import Backend
 from draftwise.bench.runner import PreparedPrompt
@@ -95,8 +95,8 @@ class QualityRecord:
     n_accepted: int
     n_lenient: int
     n_rounds: int
-    status: str = ""  # sandbox / checker outcome (tasks.Outcome.status)
-    detail: str = ""
+    status: str  # the check's outcome (sandbox.Outcome.status) and its detail
+    detail: str
     differs: bool | None = None  # not AR: the completion's text differs from AR's
     diverged_at: int | None = None  # ... and the first generated token that differs
 
@@ -141,12 +141,11 @@ def run_task(opts: QualityOptions, task: Task, prepared: Sequence[PreparedPrompt
         for m in modes[shift:] + modes[:shift]:
             text, tokens, st = generate(target, drafters.get(m.draft), m, opts.k, pp.ids,
                                         max_tokens, task.stop)
+            outcome = task.check(problems[pp.prompt.id], text, opts.limits)
             rec = QualityRecord(task.name, pp.prompt.id, opts.label(m), m.draft or "none",
                                 "-" if m.is_ar else m.accept, text, st.n_generated,
                                 st.t_decode, st.t_prefill, st.n_drafted, st.n_accepted,
-                                st.n_lenient, st.n_rounds)
-            outcome = task.check(problems[pp.prompt.id], text, opts.limits)
-            rec.status, rec.detail = outcome.status, outcome.detail
+                                st.n_lenient, st.n_rounds, outcome.status, outcome.detail)
             done[m] = (rec, tokens)
             if on_run:
                 on_run(rec)
@@ -154,7 +153,8 @@ def run_task(opts: QualityOptions, task: Task, prepared: Sequence[PreparedPrompt
         for m in modes:
             rec, tokens = done[m]
             if not m.is_ar:
-                rec.differs = rec.completion != ar_rec.completion
-                rec.diverged_at = first_difference(tokens, ar_tokens) if rec.differs else None
+                differs = rec.completion != ar_rec.completion
+                rec = replace(rec, differs=differs, diverged_at=first_difference(
+                    tokens, ar_tokens) if differs else None)
             out.append(rec)
     return out
