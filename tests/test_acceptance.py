@@ -36,6 +36,12 @@ def test_parse_canonical_names(spec, name):
     assert parse_accept(spec).name == name
 
 
+@pytest.mark.parametrize("spec", ["ratio:0.123456789", "ratio:0.00001", "typical:0.0001,0.7"])
+def test_canonical_name_parses_back_to_the_same_rule(spec):
+    rule = parse_accept(spec)
+    assert parse_accept(rule.name) == rule
+
+
 def test_typical_delta_defaults_to_sqrt_eps():
     a = parse_accept("typical:0.09")
     assert (a.eps, a.delta) == (0.09, math.sqrt(0.09))

@@ -43,9 +43,9 @@ class Acceptance:
         if self.mode == "topk":
             return f"topk:{self.top_n}"
         if self.mode == "ratio":
-            return f"ratio:{self.ratio:g}"
+            return f"ratio:{_num(self.ratio)}"
         if self.mode == "typical":
-            return f"typical:{self.eps:g},{self.delta:g}"
+            return f"typical:{_num(self.eps)},{_num(self.delta)}"
         return "exact"
 
     def applies(self, greedy: bool) -> bool:
@@ -82,6 +82,11 @@ class Acceptance:
 
 
 EXACT = Acceptance()
+
+
+def _num(x: float) -> str:
+    """The shortest decimal that parses back to x (no exponent: parse_accept reads decimals)."""
+    return np.format_float_positional(x, trim="-")
 
 
 def parse_accept(spec: str) -> Acceptance:
