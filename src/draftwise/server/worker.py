@@ -217,7 +217,8 @@ class Worker:
         job.t_admit = time.monotonic()
         job.emit("start", len(run.ids))
         self.batch.add(run)
-        self.active[job] = run
+        with self._cv:  # cancel_running reads it from other threads
+            self.active[job] = run
 
     def _new_run(self, job: Job) -> Run:
         eng = self.engine
@@ -262,7 +263,8 @@ class Worker:
     def _finish(self, job: Job, last: tuple[str, Any] | None) -> None:
         """Free the job's sequence; send `last` (None: it was cancelled, or 503 when the server
         is shutting down)."""
-        run = self.active.pop(job)
+        with self._cv:
+            run = self.active.pop(job)
         self._first.discard(job)
         self.batch.remove(run)
         st = run.stats
