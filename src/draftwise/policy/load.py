@@ -33,7 +33,7 @@ class LoadParams:
     decay: float = 0.8  # EMA weight of old cost measurements
     slope: float = 0.15  # extra cost per token / cost of one, until two sizes are measured
     margin: float = 0.03  # speculate only when predicted >= (1 + margin) x plain decoding
-    explore_every: int = 8
+    explore_every: int = 16
     shrink: float = 4.0  # pseudo-observations of the pooled acceptance per sequence
     pooled_decay: float = 0.995  # per draft position reached: memory of the pooled counts
 
