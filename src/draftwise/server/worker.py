@@ -187,16 +187,15 @@ class Worker:
                 continue
             try:
                 stepped = self.batch.step()
+                self.metrics.batch_size.observe(len(stepped))
+                for job, (run, r) in zip(self._jobs_of(stepped), stepped):
+                    self._deliver(job, run, r)
             except Exception as e:  # the engine failed: every request in the batch hears why
                 log.exception("a batched round failed")
                 err = (APIError(400, str(e), code="invalid_request") if isinstance(e, DraftwiseError)
                        else APIError(500, f"generation failed: {type(e).__name__}: {e}"))
                 for job in list(self.active):
                     self._finish(job, ("error", err))
-                continue
-            self.metrics.batch_size.observe(len(stepped))
-            for job, (run, r) in zip(self._jobs_of(stepped), stepped):
-                self._deliver(job, run, r)
 
     def _jobs_of(self, stepped: list[tuple[Run, Round]]) -> list[Job]:
         by_run = {id(run): job for job, run in self.active.items()}
