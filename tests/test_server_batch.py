@@ -159,3 +159,24 @@ def test_parallel_needs_models_holding_the_sequences(ggufs):
     with pytest.raises(DraftwiseError, match="--parallel 2 needs models holding 2 sequences.*"
                                              "n-gram"):
         create_app(eng, NAME, parallel=2)
+
+
+def test_a_failed_round_fails_its_requests_and_the_server_goes_on(ggufs, alone):
+    eng = batched(ggufs, 2)
+    inner = eng.target._forward_many
+    broken = {"on": True}
+
+    def forward(feeds):
+        if broken["on"] and any(f.n_logits > 1 for f in feeds):  # a verify of drafts
+            raise RuntimeError("decode exploded")
+        return inner(feeds)
+
+    eng.target._forward_many = forward
+    with live(eng, parallel=2) as s:
+        with pytest.raises(openai.InternalServerError, match="decode exploded"):
+            s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=8, temperature=0,
+                                        extra_body={"draft_k": 3})
+        broken["on"] = False
+        r = s.client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=N_NEW,
+                                        temperature=0)
+        assert matches(r.choices[0].text, alone[PROMPTS[0]])
