@@ -12,10 +12,12 @@ from toy import BigramBackend
 
 from draftwise.acceptance import EXACT, Acceptance, parse_accept
 from draftwise.backends.transformers import TransformersBackend
+from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.model import ModelDrafter
-from draftwise.engine import Engine
+from draftwise.engine import Engine, Run
 from draftwise.errors import DraftwiseError
+from draftwise.policy import FixedK
 from draftwise.verifier import (
     verify,
     verify_greedy,
@@ -235,6 +237,44 @@ def test_engine_sampling_lenient_on_bigram():
     assert 0 < st_.n_lenient <= st_.n_accepted and st_.alpha > exact.stats.alpha
     with pytest.raises(DraftwiseError, match="greedy decoding"):
         engine.generate("0 1 2", GenerateConfig(sampling=s), accept=parse_accept("topk:2"))
+
+
+def test_each_sequence_of_a_batched_round_has_its_own_mode():
+    """Two greedy runs of one prompt share batched rounds, one exact and one topk:3: the exact
+    one is AR's output with no lenient token, the lenient one keeps drafts that are not the
+    argmax (each one the rule keeps) and equals its output alone."""
+    rng = np.random.default_rng(3)
+    table = rng.normal(scale=1.5, size=(8, 8))
+    draft = table + rng.normal(scale=1.5, size=(8, 8))
+    cfg, topk = GenerateConfig(max_tokens=60), parse_accept("topk:3")
+
+    def engine(n_seq: int) -> Engine:
+        return Engine(BigramBackend(table, n_seq=n_seq),
+                      ModelDrafter(BigramBackend(draft, n_seq=n_seq)), SpecConfig(k=3))
+
+    ar = Engine(BigramBackend(table)).generate("0 1 2", cfg)
+    alone = engine(1).generate("0 1 2", cfg, FixedK(3), accept=topk)
+    eng = engine(2)
+    ids = eng.prompt_ids("0 1 2")
+    exact, lenient = Run(eng, ids, cfg, FixedK(3)), Run(eng, ids, cfg, FixedK(3), accept=topk)
+    batch = Batch(eng, n_seq=2)
+    batch.add(exact)
+    batch.add(lenient)
+    shared_lenient = 0  # lenient tokens of the rounds both runs shared
+    while not (exact.done and lenient.done):
+        rounds = {id(run): r for run, r in batch.step()}
+        assert id(exact) not in rounds or rounds[id(exact)].n_lenient == 0
+        if len(rounds) == 2:
+            shared_lenient += rounds[id(lenient)].n_lenient
+    assert shared_lenient > 0
+    assert exact.tokens == ar.tokens and exact.stats.exact and exact.stats.n_lenient == 0
+    assert exact.stats.n_accepted < exact.stats.n_drafted  # exact verification rejected drafts
+    assert lenient.tokens == alone.tokens != ar.tokens
+    assert lenient.stats.accept == "topk:3" and not lenient.stats.exact
+    prev = [ids[-1], *lenient.tokens[:-1]]
+    not_argmax = [(p, t) for p, t in zip(prev, lenient.tokens) if int(np.argmax(table[p])) != t]
+    assert all(topk.keeps_greedy(table[p], t) for p, t in not_argmax)
+    assert len(not_argmax) == lenient.stats.n_lenient == alone.stats.n_lenient
 
 
 def test_stats_line_says_lossy():

@@ -204,6 +204,13 @@ def test_serve_command(tiny_models):
         p.wait(timeout=30)
 
 
+def test_serve_parallel_on_transformers_says_it_serves_one_sequence(tiny_models):
+    r = run("serve", "--target", str(tiny_models[0]), "--parallel", "2", timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr  # one line
+    assert "transformers backend serves one sequence at a time; use --parallel 1" in r.stderr
+
+
 @pytest.mark.real
 def test_demo_runs_on_the_real_pair():
     """Each prompt's row says the speculative text is AR's, or where it parts from it: allowed

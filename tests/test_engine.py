@@ -13,12 +13,14 @@ from toy import BigramBackend
 
 import draftwise.verifier
 from draftwise.backends.transformers import TransformersBackend
+from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.hybrid import HybridDrafter
 from draftwise.drafters.model import ModelDrafter
 from draftwise.drafters.ngram import NgramDrafter
-from draftwise.engine import Engine
+from draftwise.engine import Engine, Run
 from draftwise.errors import DraftwiseError
+from draftwise.policy import FixedK
 from draftwise.sampling import probs, sample
 from draftwise.verifier import Verdict
 
@@ -213,6 +215,47 @@ def test_sampling_with_hybrid_drafter_follows_target_distribution(s):
     counts, drafted, accepted, at = _sample_runs(Engine(BigramBackend(table), hybrid,
                                                         SpecConfig(k=3)), s)
     assert hybrid.rounds["ngram"] > 0.2 * N_RUNS and hybrid.rounds["model"] > 0.2 * N_RUNS
+    _check_multi_token_rejections(drafted, accepted, at)
+    pv = _pvalues(counts, _exact_joint(table, s, prev=0) * N_RUNS)
+    assert min(pv.values()) > 1e-3, pv
+
+
+def test_sampling_in_a_batch_follows_target_distribution():
+    """Per-request sampling stays exact while other sequences share the rounds: runs of one
+    setting with their own seeds, three at a time, drafting in lockstep beside a run of another
+    setting and K that spans them at shifting phases (one batch of four sequences)."""
+    table, draft = _tables()
+    s, other_s = SETTINGS[2], SETTINGS[1]
+    engine = Engine(BigramBackend(table, n_seq=4), ModelDrafter(BigramBackend(draft, n_seq=4)),
+                    SpecConfig(k=3))
+    ids = engine.prompt_ids(PROMPT)
+    batch = Batch(engine, n_seq=4)
+    counts = np.zeros((V,) * N_POS)
+    drafted = accepted = done = started = 0
+    at = np.zeros((2, 8), dtype=int)
+    others, other = 0, None
+    while done < N_RUNS:
+        if other is None or other.done:
+            others += 1
+            other = Run(engine, ids, GenerateConfig(7, sampling=replace(other_s, seed=10**6 + others)),
+                        FixedK(2))
+            batch.add(other)
+        while batch.free > 1 and started < N_RUNS:  # one sequence is the other's
+            batch.add(Run(engine, ids, GenerateConfig(4, sampling=replace(s, seed=started)),
+                          FixedK(3)))
+            started += 1
+        batch.step()
+        for run in [r for r in batch.runs if r.done]:
+            batch.remove(run)
+            if run is other:
+                continue
+            done += 1
+            counts[tuple(run.tokens[:N_POS])] += 1
+            st = run.stats
+            drafted, accepted = drafted + st.n_drafted, accepted + st.n_accepted
+            at[0, :len(st.drafted_at)] += st.drafted_at
+            at[1, :len(st.accepted_at)] += st.accepted_at
+    assert others > N_RUNS / 4  # the other sequence ran all along
     _check_multi_token_rejections(drafted, accepted, at)
     pv = _pvalues(counts, _exact_joint(table, s, prev=0) * N_RUNS)
     assert min(pv.values()) > 1e-3, pv

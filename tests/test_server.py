@@ -29,21 +29,22 @@ MESSAGES = [{"role": "system", "content": "You are terse."},
 
 
 class Throttle:
-    """Wraps a backend's forward: counts calls, can block them on a gate or slow them down."""
+    """Wraps a backend's forward (one call per batched decode): counts calls, can block them on a
+    gate or slow them down."""
 
     def __init__(self, backend):
         self.delay, self.calls, self.gate = 0.0, 0, threading.Event()
         self.gate.set()
-        inner = backend._forward
+        inner = backend._forward_many
 
-        def forward(tokens, n_logits):
+        def forward(feeds):
             self.calls += 1
             self.gate.wait(30)
             if self.delay:
                 time.sleep(self.delay)
-            return inner(tokens, n_logits)
+            return inner(feeds)
 
-        backend._forward = forward
+        backend._forward_many = forward
 
     def reset(self) -> None:
         self.delay = 0.0
@@ -469,6 +470,10 @@ def test_metrics_parse_and_move(srv):
               "draftwise_time_per_token_seconds", "draftwise_time_to_first_token_seconds"):
         assert moved(h + "_count") == 1
     assert ("draftwise_queue_depth", ()) in after
+    assert moved("draftwise_batch_size_count") > 0
+    drafted = moved("draftwise_spec_decode_num_draft_tokens_total")
+    assert moved("draftwise_spec_decode_num_drafts_total") > 0 and drafted > 0
+    assert 0 < moved("draftwise_spec_decode_num_accepted_tokens_total") <= drafted
     assert ("draftwise_low_acceptance_alarms_total", ()) in after
 
 

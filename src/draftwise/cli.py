@@ -295,6 +295,9 @@ def serve(
                                           help="origin browsers may call from (repeatable)"),
     grace: float = typer.Option(10.0, "--grace", help="seconds a running request has to finish "
                                 "on SIGTERM / Ctrl-C"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-np", help="requests decoded "
+                                           "together (default: 4 on llama.cpp with a draft "
+                                           "model or none, else 1; 1: one at a time)"),
     backend: str = BackendOpt, threads: Optional[int] = ThreadsOpt, ctx: int = CtxOpt,
     dtype: str = DtypeOpt, device: str = DeviceOpt, draft_device: Optional[str] = DraftDeviceOpt,
     gpu_layers: str = GpuLayersOpt, draft_gpu_layers: Optional[str] = DraftGpuLayersOpt,
@@ -307,16 +310,23 @@ def serve(
     keys = parse_keys(api_key, os.environ.get("DRAFTWISE_API_KEY"))
     if grace < 0:
         raise DraftwiseError(f"--grace must be 0 or more seconds, got {grace:g}")
+    from dataclasses import replace
+
     from draftwise.config import SpecConfig
-    from draftwise.loader import open_engine
+    from draftwise.loader import open_engine, uses_llama_cpp
     from draftwise.server import serve as run_server
 
     opts = _backend(backend, threads, ctx, dtype, device, draft_device, gpu_layers,
                     draft_gpu_layers)
-    with open_engine(target, draft, opts, SpecConfig.parse(k, p_min, accept),
+    n = parallel if parallel is not None else 4 if uses_llama_cpp(target, opts.backend) else 1
+    with open_engine(target, draft, replace(opts, n_seq=n), SpecConfig.parse(k, p_min, accept),
                      on_save_error=_cost_note) as engine:
+        if parallel is None and engine.n_seq < n:  # n-gram, hybrid or bridged draft
+            err.print(f"note: the draft {draft} serves one sequence at a time: --parallel 1")
+            n = 1
         run_server(engine, name or target, host=host, port=port, queue_size=queue,
-                   timeout_s=timeout, api_keys=keys, cors_origins=cors_origin, grace_s=grace)
+                   timeout_s=timeout, api_keys=keys, cors_origins=cors_origin, grace_s=grace,
+                   parallel=n)
 
 
 @models_app.command("list")

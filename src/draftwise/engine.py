@@ -5,8 +5,11 @@ feeds the target [cur, d_1..d_K] and gets K+1 rows of logits: row i judges d_{i+
 bonus token. After n accepted tokens the target keeps cur + d_1..d_n and the new cur is the
 target's own token. With no drafter (K = 0) the same round is plain autoregressive decoding.
 
-`Engine.round` is one round as a function; `Engine.run` strings rounds into a generation (`Run`),
-whose stats, tokens and margins belong to it, not to the engine.
+`Engine.rounds` is one batched round over several sequences (each its own cache sequence):
+drafts in lockstep, one target decode verifying all of them (and carrying prompt chunks of
+sequences being admitted), per-sequence verification and rollback. `Engine.round` is its
+one-sequence case. A `Run` is one generation; `draftwise.batch.Batch` steps runs together, and a
+lone `Run` iterates a batch of one.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from draftwise.acceptance import EXACT, Acceptance
-from draftwise.backends.base import Backend
+from draftwise.backends.base import Backend, Feed
+from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
-from draftwise.drafters.base import Draft, Drafter
+from draftwise.drafters.base import Draft, DraftAsk, Drafter
 from draftwise.errors import DraftwiseError
 from draftwise.policy import KPolicy, make_policy
 from draftwise.stats import Stats
@@ -47,6 +51,21 @@ class Round:
     n_lenient: int = 0  # of n_accepted, kept only by a lenient acceptance mode
 
 
+@dataclass(frozen=True)
+class RoundAsk:
+    """One sequence's part of a round: up to k drafts after ctx (committed ids, cur last), at most
+    `budget` new tokens, verified by `accept`; rng draws this sequence's samples."""
+
+    seq: int
+    ctx: list[int]
+    k: int
+    sampling: SamplingConfig
+    rng: np.random.Generator
+    budget: int
+    trace: bool = False
+    accept: Acceptance = EXACT
+
+
 @dataclass
 class Generation:
     """One finished generation. margins [len(tokens)]: the target's top-2 logit margin where each
@@ -64,8 +83,8 @@ class Generation:
 
 
 class Engine:
-    """A target with an optional drafter and a default K policy. One generation at a time
-    (the caches are stateful); `policy` persists across generations (adaptive K learns costs)."""
+    """A target with an optional drafter and a default K policy. Its caches hold `n_seq`
+    sequences; `policy` persists across generations (adaptive K learns costs)."""
 
     def __init__(self, target: Backend, drafter: Drafter | None = None,
                  spec: SpecConfig | None = None, policy: KPolicy | None = None):
@@ -73,6 +92,11 @@ class Engine:
         self.drafter = drafter
         self.spec = spec or SpecConfig()
         self.policy = policy or make_policy(self.spec)
+
+    @property
+    def n_seq(self) -> int:
+        """Sequences the target and the drafter both keep apart."""
+        return min(self.target.n_seq, self.drafter.n_seq if self.drafter else self.target.n_seq)
 
     def prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
         ids = self.target.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
@@ -84,47 +108,66 @@ class Engine:
                 "shorten the prompt or raise --ctx")
         return ids
 
-    def prefill(self, ids: list[int]) -> float:
-        """Both caches take ids[:-1] (ids[-1] is `cur`); returns the seconds it took."""
-        t0 = time.perf_counter()
-        self.target.rollback(0)
-        if len(ids) > 1:
-            self.target.forward(ids[:-1], 0)
+    def start(self, seq: int, ids: list[int]) -> None:
+        """Sequence seq starts a generation from ids: its caches are emptied (the prompt follows
+        in chunks, see `rounds`)."""
+        self.target.rollback_seq(seq, 0)
         if self.drafter is not None:
-            self.drafter.begin(ids)
-        return time.perf_counter() - t0
+            self.drafter.start(seq, ids)
 
-    def round(self, ctx: list[int], k: int, sampling: SamplingConfig, rng: np.random.Generator,
-              budget: int, trace: bool = False, accept: Acceptance = EXACT) -> Round:
-        """One round after ctx (committed ids, cur last) with up to k drafts and at most `budget`
-        new tokens, verified by `accept`; the caller appends Round.tokens to ctx."""
+    def rounds(self, asks: Sequence[RoundAsk], prefill: Sequence[Feed] = ()) -> list[Round]:
+        """One round for each ask (distinct sequences); `prefill`: prompt chunks (no logits) of
+        other sequences, fed to both models in the same decodes. The caller appends each
+        Round.tokens to its ctx."""
         tgt, drafter = self.target, self.drafter
         fd0, ft0 = (drafter.forward_seconds if drafter else 0.0), tgt.forward_seconds
-        # 1. draft up to k tokens (a drafter may return fewer)
-        draft = drafter.propose(ctx, k, sampling, rng) if drafter is not None and k > 0 else Draft()
-        k = len(draft.tokens)
-        # 2. verify: one target forward over [cur, d_1..d_k] gives k + 1 rows of logits
-        n_past = tgt.n_past
-        logits = tgt.forward([ctx[-1], *draft.tokens], k + 1)
+        # 1. draft up to k tokens per sequence, in lockstep (a drafter may return fewer)
+        drafts = [Draft() for _ in asks]
+        if drafter is not None:
+            drafter.prefill_many(list(prefill))
+            spec = [i for i, a in enumerate(asks) if a.k > 0]
+            got = drafter.propose_many([DraftAsk(asks[i].seq, asks[i].ctx, asks[i].k,
+                                                 asks[i].sampling, asks[i].rng) for i in spec])
+            for i, d in zip(spec, got):
+                drafts[i] = d
+        t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
+        # 2. verify: one target decode over every [cur, d_1..d_k] gives k + 1 rows each
+        n_past = [tgt.seq_past(a.seq) for a in asks]
+        feeds = [*prefill, *(Feed(a.seq, [a.ctx[-1], *d.tokens], len(d.tokens) + 1)
+                             for a, d in zip(asks, drafts))]
+        rows = tgt.forward_many(feeds)[len(prefill):] if feeds else []
+        t_target = tgt.forward_seconds - ft0
+        return [self._settle(a, d, logits, n0, t_draft, t_target)
+                for a, d, logits, n0 in zip(asks, drafts, rows, n_past)]
+
+    def _settle(self, a: RoundAsk, draft: Draft, logits: np.ndarray, n_past: int, t_draft: float,
+                t_target: float) -> Round:
+        """Verify one sequence's draft against its logits [k + 1, V], roll back its rejected
+        suffix, commit."""
+        tgt, k = self.target, len(draft.tokens)
         # 3. accept the longest agreeing prefix, then one token of the target's own
-        verdict = verify(draft.tokens, draft.q, logits, sampling, rng, accept)
+        verdict = verify(draft.tokens, draft.q, logits, a.sampling, a.rng, a.accept)
         n_acc = verdict.n_accepted
         margins: list[float] = []
-        if trace:
+        if a.trace:
             top2 = np.partition(logits[:n_acc + 1], -2, axis=-1)[:, -2:]
             margins = (top2[:, 1] - top2[:, 0]).tolist()
         # 4. roll the target back to cur + the accepted drafts (the draft catches up next round)
-        tgt.rollback(n_past + 1 + n_acc)
-        if drafter is not None:
-            drafter.feedback(k, n_acc)
+        tgt.rollback_seq(a.seq, n_past + 1 + n_acc)
+        if self.drafter is not None:
+            self.drafter.feedback_at(a.seq, k, n_acc)
         # 5. commit, cut at EOS and at the budget
-        new = [*draft.tokens[:n_acc], verdict.token][:budget]
+        new = [*draft.tokens[:n_acc], verdict.token][:a.budget]
         eos_at = next((i for i, t in enumerate(new) if t in tgt.vocab.eos_ids), None)
         if eos_at is not None:
             new = new[:eos_at]
-        t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
-        return Round(k, n_acc, new, eos_at is not None, t_draft, tgt.forward_seconds - ft0,
-                     margins[:len(new)], verdict.n_lenient)
+        return Round(k, n_acc, new, eos_at is not None, t_draft, t_target, margins[:len(new)],
+                     verdict.n_lenient)
+
+    def round(self, ctx: list[int], k: int, sampling: SamplingConfig, rng: np.random.Generator,
+              budget: int, trace: bool = False, accept: Acceptance = EXACT) -> Round:
+        """One round of sequence 0 (`rounds` with one ask)."""
+        return self.rounds([RoundAsk(0, ctx, k, sampling, rng, budget, trace, accept)])[0]
 
     def run(self, prompt: str | Sequence[int], cfg: GenerateConfig, policy: KPolicy | None = None,
             trace_margins: bool = False, accept: Acceptance | None = None) -> Run:
@@ -146,70 +189,109 @@ class Engine:
 
 
 class Run:
-    """One generation in progress. Iterate it for text deltas (or `rounds()` for the rounds);
-    `stats` is live meanwhile; `result()` gives the Generation so far."""
+    """One generation. Iterate it for text deltas (or `rounds()` for the rounds); `stats` is live
+    meanwhile; `result()` gives the Generation so far.
 
-    def __init__(self, engine: Engine, ids: list[int], cfg: GenerateConfig, policy: KPolicy,
-                 trace: bool, accept: Acceptance = EXACT):
+    A Batch drives it: `add` gives it a sequence, prompt chunks advance `n_fed`, then per round
+    `ask` and `commit`; `push` / `flush` turn rounds into text. policy: its own K policy, or None
+    when the batch chooses K (load-aware); accept: its acceptance mode.
+    """
+
+    def __init__(self, engine: Engine, ids: list[int], cfg: GenerateConfig,
+                 policy: KPolicy | None, trace: bool = False, accept: Acceptance = EXACT):
         self.engine, self.ids, self.cfg, self.policy, self.trace = engine, ids, cfg, policy, trace
         self.accept = accept
         self.stats = Stats(n_prompt=len(ids), accept=accept.name)
         self.tokens: list[int] = []
         self.margins: list[float] = []
+        self.ctx = list(ids)
+        self.rng = np.random.default_rng(cfg.sampling.seed)
+        self.seq = -1  # the cache sequence, while in a batch
+        self.n_fed = 0  # prompt ids the caches hold (all but the last when prefilled)
+        self.t_start = 0.0  # when decoding began
         self._text: list[str] = []
+        self._stopped = False  # a stop string ended it: nothing is flushed
+        self._detok = Detokenizer(engine.target.detokenize, ids)
+        self._stop = StopMatcher(cfg.stop)
+
+    @property
+    def prefilled(self) -> bool:
+        return self.n_fed >= len(self.ids) - 1
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stats.finish_reason)
+
+    def ask(self, k: int) -> RoundAsk:
+        """This run's part of the next round with up to k drafts (cut to the budget and room)."""
+        budget = self.cfg.max_tokens - self.stats.n_generated
+        room = self.engine.target.n_ctx - self.engine.target.seq_past(self.seq) - 1
+        k = max(0, min(k, budget - 1, room - 1)) if self.engine.drafter is not None else 0
+        return RoundAsk(self.seq, self.ctx, k, self.cfg.sampling, self.rng, budget, self.trace,
+                        self.accept)
+
+    def commit(self, r: Round) -> None:
+        """Take one round's tokens; finish at EOS, max_tokens or the context limit."""
+        st = self.stats
+        st.t_draft += r.t_draft
+        st.t_target += r.t_target
+        if self.policy is not None and self.engine.drafter is not None:
+            self.policy.observe(r.k, r.n_accepted, r.t_draft, r.t_target)
+        self.ctx.extend(r.tokens)
+        self.tokens.extend(r.tokens)
+        self.margins.extend(r.margins)
+        if st.record_round(r.k, r.n_accepted, len(r.tokens), r.n_lenient):
+            log.warning("acceptance fell below 0.5 over the last rounds: the draft diverges "
+                        "from the target; speculation may not pay for this prompt")
+        st.t_decode = time.perf_counter() - self.t_start
+        room = self.engine.target.n_ctx - self.engine.target.seq_past(self.seq) - 1
+        if r.eos:
+            st.finish_reason = "stop"
+        elif st.n_generated >= self.cfg.max_tokens or room <= 0:
+            st.finish_reason = "length"
+
+    def push(self, r: Round) -> str:
+        """The text a committed round adds; a stop string ends the run (finish_reason stop)."""
+        out, hit = self._stop.push(self._detok.add(r.tokens))
+        if out:
+            self._text.append(out)
+        if hit:
+            self.stats.finish_reason = "stop"
+            self._stopped = True
+        return out
+
+    def flush(self) -> str:
+        """The text held back at the end (partial characters, a possible stop string's start)."""
+        if self._stopped:
+            return ""
+        out, _ = self._stop.push(self._detok.flush())
+        out += self._stop.flush()
+        if out:
+            self._text.append(out)
+        return out
 
     def rounds(self) -> Iterator[Round]:
-        """Prefill, then rounds until EOS, max_tokens or the context limit."""
-        eng, cfg, st = self.engine, self.cfg, self.stats
-        tgt, speculating = eng.target, eng.drafter is not None
-        rng = np.random.default_rng(cfg.sampling.seed)
-        ctx = list(self.ids)
-        st.t_prefill = eng.prefill(ctx)
-        self.policy.reset()
-        t_start = time.perf_counter()
-        while True:
-            budget = cfg.max_tokens - st.n_generated
-            room = tgt.n_ctx - tgt.n_past - 1  # positions left after cur
-            if budget <= 0 or room <= 0:
-                st.finish_reason = "length"
-                break
-            k = min(self.policy.next_k(), budget - 1, room - 1) if speculating else 0
-            r = eng.round(ctx, k, cfg.sampling, rng, budget, self.trace, self.accept)
-            st.t_draft += r.t_draft
-            st.t_target += r.t_target
-            if speculating:
-                self.policy.observe(r.k, r.n_accepted, r.t_draft, r.t_target)
-            ctx.extend(r.tokens)
-            self.tokens.extend(r.tokens)
-            self.margins.extend(r.margins)
-            if st.record_round(r.k, r.n_accepted, len(r.tokens), r.n_lenient):
-                log.warning("acceptance fell below 0.5 over the last rounds: the draft diverges "
-                            "from the target; speculation may not pay for this prompt")
-            st.t_decode = time.perf_counter() - t_start
-            yield r
-            if r.eos:
-                st.finish_reason = "stop"
-                break
-        st.t_decode = time.perf_counter() - t_start
+        """Prefill, then rounds until EOS, max_tokens or the context limit (a batch of one)."""
+        batch = Batch(self.engine)
+        batch.add(self)
+        try:
+            while not self.done:
+                for _, r in batch.step():
+                    yield r
+        finally:
+            batch.remove(self)
 
     def __iter__(self) -> Iterator[str]:
         """Text deltas; stops at EOS, a stop string, max_tokens or the context limit."""
-        detok = Detokenizer(self.engine.target.detokenize, self.ids)
-        stop = StopMatcher(self.cfg.stop)
         rounds = self.rounds()
         for r in rounds:
-            out, hit = stop.push(detok.add(r.tokens))
+            out = self.push(r)
             if out:
-                self._text.append(out)
                 yield out
-            if hit:
+            if self.done:
                 rounds.close()
-                self.stats.finish_reason = "stop"
-                return
-        out, _ = stop.push(detok.flush())
-        out += stop.flush()
-        if out:
-            self._text.append(out)
+                break
+        if out := self.flush():
             yield out
 
     def result(self) -> Generation:

@@ -31,7 +31,8 @@ NO_DRAFT = ("none", "")
 class BackendOptions:
     """backend: auto picks llama.cpp for GGUF files and transformers otherwise. device (transformers:
     auto | cpu | cuda[:N]) and gpu_layers (llama.cpp: layers offloaded, -1 all) are the target's;
-    draft_device / draft_gpu_layers the draft's (None: as the target)."""
+    draft_device / draft_gpu_layers the draft's (None: as the target). n_seq: sequences each model
+    holds at once (serve --parallel; llama.cpp only), each of n_ctx positions."""
 
     backend: str = "auto"
     threads: int | None = None
@@ -41,6 +42,7 @@ class BackendOptions:
     gpu_layers: int = 0
     draft_device: str | None = None
     draft_gpu_layers: int | None = None
+    n_seq: int = 1
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -51,6 +53,8 @@ class BackendOptions:
         if self.threads is not None and self.threads < 1:
             raise DraftwiseError(f"the thread count (--threads) must be at least 1, got "
                                  f"{self.threads}; leave it out to use all cores")
+        if self.n_seq < 1:
+            raise DraftwiseError(f"--parallel must be at least 1, got {self.n_seq}")
         for name, v in (("--gpu-layers", self.gpu_layers), ("--draft-gpu-layers",
                                                              self.draft_gpu_layers)):
             if v is not None and v < -1:
@@ -63,23 +67,28 @@ class BackendOptions:
                        else self.draft_gpu_layers)
 
 
+def uses_llama_cpp(name: str, backend: str = "auto") -> bool:
+    """Whether `name` loads on llama.cpp (explicitly, or auto with a GGUF file)."""
+    return backend == "llama.cpp" or (backend == "auto" and resolve(name).kind == "gguf")
+
+
 def load_backend(name: str, opts: BackendOptions = BackendOptions()) -> Backend:
     """Load a model by catalog name, GGUF path, HF directory or hub id. A GGUF file that was
     pulled or made here must still match its recorded sha256 (integrity.check)."""
     ref = resolve(name)
     if ref.kind == "gguf":
         integrity.check(ref.ref)
-    kind = opts.backend
-    if kind == "auto":
-        kind = "llama.cpp" if ref.kind == "gguf" else "transformers"
-    if kind == "llama.cpp":
+    if uses_llama_cpp(name, opts.backend):
         if ref.kind != "gguf":
             raise DraftwiseError(f"the llama.cpp backend needs a GGUF file; {name} is a {ref.kind}"
                                  " (use --backend transformers)")
         from draftwise.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(ref.ref, n_ctx=opts.n_ctx, threads=opts.threads,
-                               gpu_layers=opts.gpu_layers)
+                               gpu_layers=opts.gpu_layers, n_seq=opts.n_seq)
+    if opts.n_seq > 1:
+        raise DraftwiseError(f"the transformers backend serves one sequence at a time; use "
+                             f"--parallel 1 for {name}, or a GGUF model on llama.cpp")
     from draftwise.backends.transformers import TransformersBackend
 
     return TransformersBackend(ref.ref, dtype=opts.dtype, threads=opts.threads, n_ctx=opts.n_ctx,

@@ -1,7 +1,10 @@
 """Backend on llama.cpp through llama-cpp-python's low-level C API.
 
-One `llama_decode` per call with a logits flag on exactly the positions asked for; logits are read
-as a zero-copy numpy view of llama.cpp's output buffer; rollback is `llama_memory_seq_rm`.
+One context holds n_seq sequences in a unified KV cache (n_seq x n_ctx cells, shared, so that a
+batch mixing a long prompt chunk and one-token feeds stays one ubatch). A call is one
+`llama_batch` (split only past n_batch tokens) whose tokens carry their sequence and position,
+with a logits flag on exactly the positions asked for; logits are read as a zero-copy numpy view
+of llama.cpp's output buffer; rollback is `llama_memory_seq_rm` of one sequence.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from draftwise.backends.base import Backend, VocabInfo
+from draftwise.backends.base import Backend, Feed, VocabInfo
 from draftwise.errors import DraftwiseError
 
 _N_BATCH = 512
@@ -49,8 +52,9 @@ class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
     def __init__(self, path: str, n_ctx: int | None = 4096, threads: int | None = None,
-                 repack: bool = True, gpu_layers: int = 0):
-        """gpu_layers: layers offloaded to the GPU (-1: all); needs a GPU build of llama.cpp."""
+                 repack: bool = True, gpu_layers: int = 0, n_seq: int = 1):
+        """n_ctx: positions per sequence; gpu_layers: layers offloaded to the GPU (-1: all), needs
+        a GPU build of llama.cpp; n_seq: sequences held at once (batched serving)."""
         L = self._L = load_llama_cpp()
         self.model_path = path
         if not Path(path).is_file():
@@ -72,11 +76,13 @@ class LlamaCppBackend(Backend):
         self._vocab = L.llama_model_get_vocab(self._model)
         n_train = L.llama_model_n_ctx_train(self._model)
         self.n_ctx = min(n_ctx, n_train) if n_ctx else n_train
+        self.n_seq = n_seq
         threads = threads or os.cpu_count() or 1
         cp = L.llama_context_default_params()
-        cp.n_ctx = self.n_ctx
-        cp.n_batch = cp.n_ubatch = min(_N_BATCH, self.n_ctx)
-        cp.n_seq_max = 1
+        cp.n_ctx = self.n_ctx * n_seq
+        cp.n_batch = cp.n_ubatch = min(_N_BATCH, cp.n_ctx)
+        cp.n_seq_max = n_seq
+        cp.kv_unified = True
         cp.n_threads = cp.n_threads_batch = threads
         cp.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cp)
@@ -86,11 +92,9 @@ class LlamaCppBackend(Backend):
         self._mem = L.llama_get_memory(self._ctx)
         self._n_batch = cp.n_batch
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
-        b = self._batch
-        for i in range(self._n_batch):  # one sequence: set once, never changes
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-        self._n_past = 0
+        for i in range(self._n_batch):  # each token belongs to one sequence
+            self._batch.n_seq_id[i] = 1
+        self._past = [0] * n_seq
         n_vocab = L.llama_vocab_n_tokens(self._vocab)
         eog = frozenset(i for i in range(n_vocab) if L.llama_vocab_is_eog(self._vocab, i))
         bos = L.llama_vocab_bos(self._vocab)
@@ -99,7 +103,10 @@ class LlamaCppBackend(Backend):
 
     @property
     def n_past(self) -> int:
-        return self._n_past
+        return self._past[0]
+
+    def seq_past(self, seq: int) -> int:
+        return self._past[seq]
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as a string, or None."""
@@ -151,34 +158,62 @@ class LlamaCppBackend(Backend):
         return fmt(messages=messages).prompt
 
     def _forward(self, tokens: Sequence[int], n_logits: int) -> np.ndarray:
-        n = len(tokens)
-        if n == 0 or n_logits > min(n, self._n_batch):
-            raise ValueError(f"forward of {n} tokens cannot return {n_logits} logits rows")
-        if self._n_past + n > self.n_ctx:
-            raise DraftwiseError(f"context full: {self._n_past} + {n} tokens > n_ctx {self.n_ctx}")
-        b, L = self._batch, self._L
-        for start in range(0, n, self._n_batch):
-            chunk = tokens[start:start + self._n_batch]
+        return self._forward_many([Feed(0, tokens, n_logits)])[0]
+
+    def _forward_many(self, feeds: Sequence[Feed]) -> list[np.ndarray]:
+        # (feed index or -1, seq, position, token) of every token, in batch order
+        items: list[tuple[int, int, int, int]] = []
+        past = list(self._past)
+        for fi, f in enumerate(feeds):
+            n = len(f.tokens)
+            if not 0 <= f.seq < self.n_seq:
+                raise ValueError(f"sequence {f.seq} does not exist (n_seq {self.n_seq})")
+            if not 0 <= f.n_logits <= n:
+                raise ValueError(f"forward of {n} tokens cannot return {f.n_logits} logits rows")
+            if past[f.seq] + n > self.n_ctx:
+                raise DraftwiseError(f"context full: {past[f.seq]} + {n} tokens > n_ctx "
+                                     f"{self.n_ctx}")
+            first_out = n - f.n_logits  # positions from here on return logits
+            items += [(fi if i >= first_out else -1, f.seq, past[f.seq] + i, t)
+                      for i, t in enumerate(f.tokens)]
+            past[f.seq] += n
+        b, L, V = self._batch, self._L, self.vocab.n_vocab
+        rows: list[list[np.ndarray]] = [[] for _ in feeds]
+        for start in range(0, len(items), self._n_batch):
+            chunk = items[start:start + self._n_batch]
             b.n_tokens = len(chunk)
-            first_out = n - n_logits - start  # positions from here on return logits
-            for i, t in enumerate(chunk):
-                b.token[i] = t
-                b.pos[i] = self._n_past + i
-                b.logits[i] = i >= first_out
+            owners = []
+            for i, (fi, seq, pos, t) in enumerate(chunk):
+                b.token[i], b.pos[i], b.seq_id[i][0], b.logits[i] = t, pos, seq, fi >= 0
+                if fi >= 0:
+                    owners.append(fi)
             rc = L.llama_decode(self._ctx, b)
             if rc != 0:
+                for f in feeds:  # what earlier chunks of this call cached goes too
+                    L.llama_memory_seq_rm(self._mem, f.seq, self._past[f.seq], -1)
                 raise DraftwiseError(f"llama_decode failed with code {rc}")
-            self._n_past += len(chunk)
-        if n_logits == 0:
-            return np.empty((0, self.vocab.n_vocab), dtype=np.float32)
-        # A view of llama.cpp's buffer: valid until the next decode, which is all the engine needs.
-        ptr = L.llama_get_logits(self._ctx)
-        return np.ctypeslib.as_array(ptr, shape=(n_logits, self.vocab.n_vocab))
+            if owners:
+                # A view of llama.cpp's buffer: valid until the next decode, which is all the
+                # engine needs; copied only when a later decode of this call would overwrite it.
+                out = np.ctypeslib.as_array(L.llama_get_logits(self._ctx), shape=(len(owners), V))
+                if start + self._n_batch < len(items):
+                    out = out.copy()
+                r0 = 0
+                for fi in dict.fromkeys(owners):  # each feed's rows are contiguous
+                    r1 = r0 + owners.count(fi)
+                    rows[fi].append(out[r0:r1])
+                    r0 = r1
+        self._past = past
+        return [r[0] if len(r) == 1 else np.concatenate(r) if r
+                else np.empty((0, V), dtype=np.float32) for r in rows]
+
+    def rollback_seq(self, seq: int, n_keep: int) -> None:
+        if n_keep < self._past[seq]:
+            self._L.llama_memory_seq_rm(self._mem, seq, n_keep, -1)
+            self._past[seq] = n_keep
 
     def rollback(self, n_keep: int) -> None:
-        if n_keep < self._n_past:
-            self._L.llama_memory_seq_rm(self._mem, 0, n_keep, -1)
-            self._n_past = n_keep
+        self.rollback_seq(0, n_keep)
 
     def close(self) -> None:
         L = getattr(self, "_L", None)

@@ -33,17 +33,19 @@ _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/metrics
 
 def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout_s: float = 300.0,
                default_k: int | None = None, api_keys: Sequence[str] = (),
-               cors_origins: Sequence[str] = ()) -> FastAPI:
-    """An app serving `engine` as `model_name`. queue_size: requests that may wait while one runs;
-    timeout_s: per request, queue wait included; default_k: fixed K for requests without draft_k
-    (None keeps the engine's own policy); api_keys: if any, every endpoint but /health needs
-    `Authorization: Bearer KEY`; cors_origins: origins browsers may call from."""
+               cors_origins: Sequence[str] = (), parallel: int = 1) -> FastAPI:
+    """An app serving `engine` as `model_name`. queue_size: requests that may wait while others
+    run; timeout_s: per request, queue wait included; default_k: fixed K for requests without
+    draft_k (None keeps the engine's own policy, or load-aware K when parallel > 1 and K is
+    adaptive); api_keys: if any, every endpoint but /health needs `Authorization: Bearer KEY`;
+    cors_origins: origins browsers may call from; parallel: requests decoded together (the
+    engine's models must hold that many sequences)."""
     if queue_size < 1:
         raise DraftwiseError(f"the queue size must be >= 1, got {queue_size}")
     if default_k is not None:
         check_k(default_k)
     metrics = Metrics()
-    worker = Worker(engine, metrics, queue_size=queue_size, default_k=default_k)
+    worker = Worker(engine, metrics, queue_size=queue_size, default_k=default_k, parallel=parallel)
     n_ctx = engine.target.n_ctx
     started = int(time.time())
 
@@ -84,7 +86,7 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
             return JSONResponse({"status": "stopping", "model": model_name}, status_code=503)
         count(request, 200)
         return {"status": "ok", "model": model_name, "queue_depth": worker.depth,
-                "running": worker.running is not None}
+                "running": worker.n_running > 0}
 
     @app.get("/metrics")
     async def prometheus(request: Request):
@@ -195,7 +197,7 @@ def create_app(engine: Engine, model_name: str, *, queue_size: int = 16, timeout
 def serve(engine: Engine, model_name: str, host: str = "127.0.0.1", port: int = 8000,
           queue_size: int = 16, timeout_s: float = 300.0, default_k: int | None = None,
           log_level: str = "info", api_keys: Sequence[str] = (), cors_origins: Sequence[str] = (),
-          grace_s: float = 10.0) -> None:
+          grace_s: float = 10.0, parallel: int = 1) -> None:
     """Serve until SIGTERM or SIGINT (blocks), then stop cleanly and return (see _run_until_signal).
     Binds to loopback unless `host` says otherwise."""
     import uvicorn
@@ -205,14 +207,15 @@ def serve(engine: Engine, model_name: str, host: str = "127.0.0.1", port: int = 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     log.setLevel(logging.INFO)  # the CLI configured logging at WARNING: the server's lines still show
     app = create_app(engine, model_name, queue_size=queue_size, timeout_s=timeout_s,
-                     default_k=default_k, api_keys=api_keys, cors_origins=cors_origins)
+                     default_k=default_k, api_keys=api_keys, cors_origins=cors_origins,
+                     parallel=parallel)
     if warning := exposure_warning(host, port, api_keys):
         log.warning(warning)
     if not engine.spec.rule.exact:
         log.warning("requests without `accept` are verified with %s where it applies: lossy, the "
                     "output is not the target's own", engine.spec.rule.name)
-    log.info("serving %s on http://%s:%d/v1 (queue %d%s)", model_name, host, port, queue_size,
-             ", API key required" if api_keys else "")
+    log.info("serving %s on http://%s:%d/v1 (%d in parallel, queue %d%s)", model_name, host, port,
+             parallel, queue_size, ", API key required" if api_keys else "")
     # uvicorn's own wait for open responses outlasts the grace period, so a stream cut at the
     # end of it still delivers its error event and [DONE].
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,

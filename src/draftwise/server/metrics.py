@@ -8,6 +8,7 @@ from draftwise.stats import Stats
 
 _RATE = tuple(i / 10 for i in range(1, 11))
 _TAU = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 12, 16, 24, 33)
+_BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 _SECONDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 
 
@@ -32,8 +33,18 @@ class Metrics:
                               buckets=_SECONDS + (10, 30, 60), registry=r)
         self.queue_depth = Gauge("draftwise_queue_depth", "Requests waiting for the engine",
                                  registry=r)
-        self.running = Gauge("draftwise_requests_running", "Requests being generated (0 or 1)",
+        self.running = Gauge("draftwise_requests_running", "Requests being generated",
                              registry=r)
+        self.batch_size = Histogram("draftwise_batch_size",
+                                    "Sequences decoding together in each iteration",
+                                    buckets=_BATCH, registry=r)
+        # Speculative counters named as vLLM's (vllm:spec_decode_*), under this server's prefix.
+        self.spec_drafts = Counter("draftwise_spec_decode_num_drafts",
+                                   "Rounds that drafted (one per sequence and round)", registry=r)
+        self.spec_draft_tokens = Counter("draftwise_spec_decode_num_draft_tokens",
+                                         "Drafted tokens", registry=r)
+        self.spec_accepted = Counter("draftwise_spec_decode_num_accepted_tokens",
+                                     "Drafted tokens the target accepted", registry=r)
         self.low_acceptance = Counter("draftwise_low_acceptance_alarms",
                                       "Requests whose rolling acceptance fell below 0.5",
                                       registry=r)
@@ -50,6 +61,13 @@ class Metrics:
             self.time_per_token.observe(st.t_decode / st.n_generated)
         if st.low_acceptance:
             self.low_acceptance.inc()
+
+    def observe_round(self, k: int, n_accepted: int) -> None:
+        """Count one sequence's round: k drafted, n_accepted kept."""
+        if k:
+            self.spec_drafts.inc()
+            self.spec_draft_tokens.inc(k)
+            self.spec_accepted.inc(n_accepted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
