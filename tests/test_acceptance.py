@@ -12,10 +12,9 @@ from toy import BigramBackend
 
 from draftwise.acceptance import EXACT, Acceptance, parse_accept
 from draftwise.backends.transformers import TransformersBackend
-from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.model import ModelDrafter
-from draftwise.engine import Engine, Run
+from draftwise.engine import Batch, Engine, Run
 from draftwise.errors import DraftwiseError
 from draftwise.policy import FixedK
 from draftwise.verifier import (

@@ -8,10 +8,9 @@ import pytest
 from tiny import build_tokenizer, low_rank_noise, random_qwen2, write_tiny_gguf
 
 from draftwise.backends.base import Feed
-from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SpecConfig
 from draftwise.drafters.model import ModelDrafter
-from draftwise.engine import Engine, Run
+from draftwise.engine import Batch, Engine, Run
 from draftwise.policy import FixedK
 from draftwise.policy.load import CostTable, LoadAwareK, LoadParams
 

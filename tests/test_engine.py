@@ -13,12 +13,11 @@ from toy import BigramBackend
 
 import draftwise.verifier
 from draftwise.backends.transformers import TransformersBackend
-from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig, SpecConfig
 from draftwise.drafters.hybrid import HybridDrafter
 from draftwise.drafters.model import ModelDrafter
 from draftwise.drafters.ngram import NgramDrafter
-from draftwise.engine import Engine, Run
+from draftwise.engine import Batch, Engine, Run
 from draftwise.errors import DraftwiseError
 from draftwise.policy import FixedK
 from draftwise.sampling import probs, sample

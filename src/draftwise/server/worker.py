@@ -19,9 +19,8 @@ from typing import Any
 from starlette.requests import Request
 
 from draftwise.acceptance import EXACT, Acceptance
-from draftwise.batch import Batch
 from draftwise.config import GenerateConfig, SamplingConfig
-from draftwise.engine import Engine, Round, Run
+from draftwise.engine import Batch, Engine, Round, Run
 from draftwise.errors import DraftwiseError
 from draftwise.policy import FixedK, KPolicy
 from draftwise.policy.load import LoadAwareK
