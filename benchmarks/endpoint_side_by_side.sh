@@ -12,4 +12,4 @@ for p in 8081 8082; do for i in $(seq 120); do curl -sf http://127.0.0.1:$p/v1/m
 cd $W && DW bench --endpoint http://127.0.0.1:8081 --endpoint http://127.0.0.1:8082 --concurrency 1,4 -c code -c chat \
   --n-prompts 4 --max-tokens 64 --out $R/endpoint_side_by_side > $R/endpoint_side_by_side.txt 2>&1
 ps aux | grep -E "llama-server|draftwise.cli import main; main\(\) serve" | grep -v grep | tee -a $R/endpoint_export.txt
-pkill -f "llama-server -m ./target.gguf"; pkill -f "main; main() serve"
+pkill -f "llama-server -m ./target.gguf"; pkill -f "main; main\(\) serve"
