@@ -17,13 +17,7 @@ from draftwise.drafters.model import ModelDrafter
 from draftwise.engine import Batch, Engine, Run
 from draftwise.errors import DraftwiseError
 from draftwise.policy import FixedK
-from draftwise.verifier import (
-    verify,
-    verify_greedy,
-    verify_greedy_lenient,
-    verify_sampling,
-    verify_sampling_lenient,
-)
+from draftwise.verifier import verify, verify_greedy, verify_sampling
 
 GREEDY, SAMPLED = SamplingConfig(), SamplingConfig(1.0)
 
@@ -127,24 +121,24 @@ def test_greedy_lenient_counts_what_exact_would_reject():
                        [0.0, 0.0, 0.0, 9.0]])
     v = verify_greedy([0, 0, 2], logits)
     assert (v.n_accepted, v.token, v.n_lenient) == (1, 1, 0)
-    v = verify_greedy_lenient([0, 0, 2], logits, parse_accept("topk:2"))
+    v = verify_greedy([0, 0, 2], logits, parse_accept("topk:2"))
     assert (v.n_accepted, v.token, v.n_lenient) == (2, 0, 1)
-    v = verify_greedy_lenient([0, 0, 2], logits, parse_accept("topk:3"))
+    v = verify_greedy([0, 0, 2], logits, parse_accept("topk:3"))
     assert (v.n_accepted, v.token, v.n_lenient) == (3, 3, 2)  # all kept, then the bonus
-    v = verify_greedy_lenient([0, 0, 2], logits, parse_accept("ratio:0.5"))  # e^-1 < 0.5
+    v = verify_greedy([0, 0, 2], logits, parse_accept("ratio:0.5"))  # e^-1 < 0.5
     assert (v.n_accepted, v.token, v.n_lenient) == (1, 1, 0)
 
 
 def test_sampling_lenient_keeps_by_rule_and_resamples_from_p():
     p = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])  # draft 2, one-hot q: exact keeps iff u < 0.2
     keep, strict = parse_accept("typical:0.1,0.9"), parse_accept("typical:0.25,0.9")
-    v = verify_sampling_lenient([2], None, p, GridRng(0.1, 0.6), keep)  # exact test passes
+    v = verify_sampling([2], None, p, GridRng(0.1, 0.6), keep)  # exact test passes
     assert (v.n_accepted, v.n_lenient) == (1, 0)
-    v = verify_sampling_lenient([2], None, p, GridRng(0.9, 0.6), keep)  # only the rule keeps it
+    v = verify_sampling([2], None, p, GridRng(0.9, 0.6), keep)  # only the rule keeps it
     assert (v.n_accepted, v.n_lenient) == (1, 1)
     # rejected by both: the token comes from p (CDF 0.5, 0.8: 0.6 -> 1), not from the residual
     # p without the draft (0.6 x 0.8 = 0.48 -> 0), which exact verification uses.
-    v = verify_sampling_lenient([2], None, p, GridRng(0.9, 0.6), strict)
+    v = verify_sampling([2], None, p, GridRng(0.9, 0.6), strict)
     assert (v.n_accepted, v.token, v.n_lenient) == (0, 1, 0)
     assert verify_sampling([2], None, p, GridRng(0.9, 0.6)).token == 0
 
@@ -158,7 +152,7 @@ def test_sampling_lenient_keeps_at_least_what_exact_keeps(seed, mode):
     p, q = rng.dirichlet(np.ones(V), K + 1), rng.dirichlet(np.ones(V) * 0.5, K)
     draft = [int(rng.choice(V, p=q[i])) for i in range(K)]
     exact = verify_sampling(draft, q, p, np.random.default_rng(seed))
-    lenient = verify_sampling_lenient(draft, q, p, np.random.default_rng(seed), parse_accept(mode))
+    lenient = verify_sampling(draft, q, p, np.random.default_rng(seed), parse_accept(mode))
     gained = lenient.n_accepted - exact.n_accepted
     assert gained >= 0
     assert (gained > 0) <= lenient.n_lenient <= gained  # the first extra token is a lenient one

@@ -260,7 +260,7 @@ def test_sampling_in_a_batch_follows_target_distribution():
     assert min(pv.values()) > 1e-3, pv
 
 
-def _residual_from_p(draft, q, p, rng):
+def _residual_from_p(draft, q, p, rng, accept=None):
     """verify_sampling with a planted bug: a rejected position resamples from p instead of
     norm(max(0, p - q)), so tokens the draft over-proposes come out too often."""
     for i, d in enumerate(draft):

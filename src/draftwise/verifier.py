@@ -7,7 +7,7 @@ accepted, sample the bonus token from p_K. A draft without q (n-gram) is a one-h
 output distribution exactly p.
 
 Lenient (lossy, opt-in) modes keep what these keep plus what their rule keeps (draftwise.acceptance);
-`verify` picks the function for the decoding and the mode.
+`verify` picks greedy or sampling verification and passes the mode on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from draftwise.acceptance import Acceptance
+from draftwise.acceptance import EXACT, Acceptance
 from draftwise.config import SamplingConfig
 from draftwise.sampling import probs, sample
 
@@ -33,48 +33,14 @@ def verify(draft: Sequence[int], q: np.ndarray | None, logits_p: np.ndarray,
            sampling: SamplingConfig, rng: np.random.Generator, accept: Acceptance) -> Verdict:
     """draft [K]; q [K, V] or None; logits_p [K+1, V] target logits; accept: the mode."""
     if sampling.greedy:
-        if accept.exact:
-            return verify_greedy(draft, logits_p)
-        return verify_greedy_lenient(draft, logits_p, accept)
-    p = probs(logits_p, sampling)
-    if accept.exact:
-        return verify_sampling(draft, q, p, rng)
-    return verify_sampling_lenient(draft, q, p, rng, accept)
+        return verify_greedy(draft, logits_p, accept)
+    return verify_sampling(draft, q, probs(logits_p, sampling), rng, accept)
 
 
-def verify_greedy(draft: Sequence[int], logits_p: np.ndarray) -> Verdict:
-    """draft [K] ids; logits_p [K+1, V] target logits at the K+1 verified positions."""
-    for i, d in enumerate(draft):
-        t = int(np.argmax(logits_p[i]))
-        if t != d:
-            return Verdict(i, t)
-    return Verdict(len(draft), int(np.argmax(logits_p[len(draft)])))
-
-
-def verify_sampling(
-    draft: Sequence[int], q: np.ndarray | None, p: np.ndarray, rng: np.random.Generator
-) -> Verdict:
-    """draft [K]; q [K, V] draft probabilities or None (one-hot); p [K+1, V] target probabilities."""
-    for i, d in enumerate(draft):
-        p_d = p[i, d]
-        q_d = 1.0 if q is None else q[i, d]
-        if q_d > 0 and rng.random() * q_d < p_d:  # accept with probability min(1, p/q)
-            continue
-        if q is None:
-            residual = p[i].copy()
-            residual[d] = 0.0
-        else:
-            residual = np.maximum(p[i] - q[i], 0.0)
-        if residual.sum() <= 0:  # p == q up to rounding: the residual is empty, p itself is exact
-            residual = p[i]
-        return Verdict(i, sample(residual, rng))
-    return Verdict(len(draft), sample(p[len(draft)], rng))
-
-
-def verify_greedy_lenient(draft: Sequence[int], logits_p: np.ndarray,
-                          accept: Acceptance) -> Verdict:
-    """verify_greedy that also keeps a draft token the rule keeps. Later rows are still right:
-    the target's forward saw the drafted tokens, so row i + 1 is conditioned on what was kept."""
+def verify_greedy(draft: Sequence[int], logits_p: np.ndarray, accept: Acceptance = EXACT) -> Verdict:
+    """draft [K] ids; logits_p [K+1, V] target logits at the K+1 verified positions. A lenient
+    `accept` also keeps a draft token its rule keeps; later rows are still right, since the
+    target's forward saw the drafted tokens, so row i + 1 is conditioned on what was kept."""
     n_lenient = 0
     for i, d in enumerate(draft):
         t = int(np.argmax(logits_p[i]))
@@ -86,18 +52,33 @@ def verify_greedy_lenient(draft: Sequence[int], logits_p: np.ndarray,
     return Verdict(len(draft), int(np.argmax(logits_p[len(draft)])), n_lenient)
 
 
-def verify_sampling_lenient(draft: Sequence[int], q: np.ndarray | None, p: np.ndarray,
-                            rng: np.random.Generator, accept: Acceptance) -> Verdict:
-    """verify_sampling's accept test (the same draws), else the rule; on a rejection sample from p
-    itself. The residual norm(max(0, p - q)) only compensates for accepting with probability
-    min(1, p/q); once the rule keeps more, no correction restores p, and p is the target's own
-    choice (as in Medusa's typical acceptance)."""
+def verify_sampling(
+    draft: Sequence[int], q: np.ndarray | None, p: np.ndarray, rng: np.random.Generator,
+    accept: Acceptance = EXACT,
+) -> Verdict:
+    """draft [K]; q [K, V] draft probabilities or None (one-hot); p [K+1, V] target probabilities.
+
+    A lenient `accept` keeps what the exact test keeps (the same draws), else what its rule keeps;
+    on a rejection it samples from p itself: the residual norm(max(0, p - q)) only compensates
+    for accepting with probability min(1, p/q); once the rule keeps more, no correction restores
+    p, and p is the target's own choice (as in Medusa's typical acceptance)."""
     n_lenient = 0
     for i, d in enumerate(draft):
+        p_d = p[i, d]
         q_d = 1.0 if q is None else q[i, d]
-        if q_d > 0 and rng.random() * q_d < p[i, d]:
+        if q_d > 0 and rng.random() * q_d < p_d:  # accept with probability min(1, p/q)
             continue
-        if not accept.keeps_sampling(p[i], d):
+        if accept.keeps_sampling(p[i], d):
+            n_lenient += 1
+            continue
+        if not accept.exact:
             return Verdict(i, sample(p[i], rng), n_lenient)
-        n_lenient += 1
+        if q is None:
+            residual = p[i].copy()
+            residual[d] = 0.0
+        else:
+            residual = np.maximum(p[i] - q[i], 0.0)
+        if residual.sum() <= 0:  # p == q up to rounding: the residual is empty, p itself is exact
+            residual = p[i]
+        return Verdict(i, sample(residual, rng))
     return Verdict(len(draft), sample(p[len(draft)], rng), n_lenient)
