@@ -115,6 +115,31 @@ def test_concurrent_greedy_equals_alone(ggufs, alone, chunk):
     assert batch.free == 4
 
 
+def test_a_new_run_gets_its_first_token_in_the_step_that_finishes_its_prompt(ggufs, alone):
+    """Prompts arriving together are fed one after another, each finished before the next starts
+    (chunk permitting); a run's first token (the target's own, k = 0) comes in the step that
+    finishes its prompt, and the runs already decoding take one token each (k = 0) meanwhile."""
+    eng = engine(ggufs, 3)
+    ids = [eng.prompt_ids(p) for p in PROMPTS[:3]]
+    chunk = max(len(x) - 1 for x in ids) + 1  # room for one prompt, not two
+    batch = Batch(eng, n_seq=3, chunk=chunk, load=LoadAwareK())
+    cfg = GenerateConfig(max_tokens=40)
+    runs = [Run(eng, x, cfg, None) for x in ids]
+    for r in runs:
+        batch.add(r)
+    for i in range(3):  # step i finishes prompt i; runs 0..i-1 decode one token each
+        stepped = batch.step()
+        assert [run for run, _ in stepped] == runs[:i] + [runs[i]]
+        assert all(r.k == 0 and len(r.tokens) == 1 for _, r in stepped)
+        assert [r.n_fed for r in runs] == [len(x) - 1 if j <= i else 0 for j, x in enumerate(ids)]
+    stepped = batch.step()  # all prompts in: speculation resumes
+    assert len(stepped) == 3 and max(r.k for _, r in stepped) > 0
+    while not all(r.done for r in runs):
+        batch.step()
+    for p, r in zip(PROMPTS, runs):
+        assert same(r.tokens, alone[p]), p
+
+
 def test_a_stopped_run_frees_its_sequence_mid_batch(ggufs, alone):
     """Removing a run mid-generation frees its sequence for the next one; the others go on
     unchanged."""

@@ -208,6 +208,26 @@ def test_top_k_keeps_the_largest_and_the_rest():
     np.testing.assert_allclose(s.rest, 1 - np.sort(p, 1)[:, -5:].sum(1), rtol=1e-5, atol=1e-7)
 
 
+def test_continuations_of_one_prompt_reuse_its_cache_exactly(tiny):
+    """gen and score keep a prompt cached between its continuations: the same tokens and
+    logits as computing each from an empty cache."""
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.bench.advise import teacher_forced
+    from draftwise.distill.data import continue_ids
+
+    be = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
+    ids = be.tokenize("the quick fox verifies the lazy dog")
+    fresh = [continue_ids(be, ids, 12, 1.0, s) for s in range(3)]
+    be.rollback(0)
+    reused = [continue_ids(be, ids, 12, 1.0, s, cached=s > 0) for s in range(3)]
+    assert reused == fresh and len({tuple(c) for c in fresh}) > 1
+    cold = [teacher_forced(be, ids, c) for c in fresh]
+    be.rollback(0)
+    warm = [teacher_forced(be, ids, c, cached=i > 0) for i, c in enumerate(fresh)]
+    for a, b in zip(cold, warm):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_options_defaults_and_errors(tiny):
     from draftwise.distill.options import DistillOptions
 

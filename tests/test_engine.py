@@ -142,9 +142,10 @@ def _tables():
 
 
 def _exact_joint(table, s: SamplingConfig, prev: int) -> np.ndarray:
-    """P(x1, x2, x3 | prev) [V, V, V] of the bigram target under s."""
+    """P(x2, x3, x4 | prev) [V, V, V] of the bigram target under s: the three tokens after the
+    first (a run's first token is the target's own, from its prompt's step; these are drafted)."""
     p = probs(table, s)  # [V, V]: row x -> distribution of the next token
-    return np.einsum("a,ab,bc->abc", p[prev], p, p)
+    return np.einsum("z,za,ab,bc->abc", p[prev], p, p, p)
 
 
 def _pooled_pvalue(counts: np.ndarray, expected: np.ndarray) -> float:
@@ -169,15 +170,16 @@ def _pvalues(counts: np.ndarray, expected: np.ndarray) -> dict[str, float]:
 
 
 def _sample_runs(engine: Engine, s: SamplingConfig):
-    """counts [V, V, V] of the first three tokens over N_RUNS seeds, and the summed Stats counters
-    (drafted, accepted, drafted_at [K], accepted_at [K])."""
+    """counts [V, V, V] of the three tokens after the first over N_RUNS seeds, and the summed
+    Stats counters (drafted, accepted, drafted_at [K], accepted_at [K])."""
     counts = np.zeros((V,) * N_POS)
     drafted = accepted = 0
     at = np.zeros((2, 8), dtype=int)
     for seed in range(N_RUNS):
-        # max_tokens 4: the first round may draft K = 3 (the engine keeps one token for the target)
-        out = engine.generate(PROMPT, GenerateConfig(max_tokens=4, sampling=replace(s, seed=seed)))
-        counts[tuple(out.tokens[:N_POS])] += 1
+        # max_tokens 5: after the first token, one round may draft K = 3 (the engine keeps one
+        # token for the target)
+        out = engine.generate(PROMPT, GenerateConfig(max_tokens=5, sampling=replace(s, seed=seed)))
+        counts[tuple(out.tokens[1:1 + N_POS])] += 1
         st = out.stats
         drafted += st.n_drafted
         accepted += st.n_accepted
@@ -240,7 +242,7 @@ def test_sampling_in_a_batch_follows_target_distribution():
                         FixedK(2))
             batch.add(other)
         while batch.free > 1 and started < N_RUNS:  # one sequence is the other's
-            batch.add(Run(engine, ids, GenerateConfig(4, sampling=replace(s, seed=started)),
+            batch.add(Run(engine, ids, GenerateConfig(5, sampling=replace(s, seed=started)),
                           FixedK(3)))
             started += 1
         batch.step()
@@ -249,7 +251,7 @@ def test_sampling_in_a_batch_follows_target_distribution():
             if run is other:
                 continue
             done += 1
-            counts[tuple(run.tokens[:N_POS])] += 1
+            counts[tuple(run.tokens[1:1 + N_POS])] += 1
             st = run.stats
             drafted, accepted = drafted + st.n_drafted, accepted + st.n_accepted
             at[0, :len(st.drafted_at)] += st.drafted_at

@@ -116,27 +116,34 @@ class Engine:
         if self.drafter is not None:
             self.drafter.start(seq, ids)
 
-    def rounds(self, asks: Sequence[RoundAsk], prefill: Sequence[Feed] = ()) -> list[Round]:
-        """One round for each ask (distinct sequences); `prefill`: prompt chunks (no logits) of
-        other sequences, fed to both models in the same decodes. The caller appends each
-        Round.tokens to its ctx."""
+    def rounds(self, asks: Sequence[RoundAsk], prefill: Sequence[Feed] = (),
+               draft_prefill: Sequence[Feed] | None = None) -> list[Round]:
+        """One round for each ask (distinct sequences); `prefill`: prompt chunks (no logits, one
+        per sequence) for the target, in the same decode. A sequence may have both: its prompt's
+        rest, then its first round (k = 0: the target's own first token). draft_prefill: the
+        drafter's prompt chunks (default: the same; a Batch feeds the draft one step later, off
+        the first token's path). The caller appends each Round.tokens to its ctx."""
         tgt, drafter = self.target, self.drafter
+        if drafter is not None:
+            drafter.prefill_many(list(prefill if draft_prefill is None else draft_prefill))
         fd0, ft0 = (drafter.forward_seconds if drafter else 0.0), tgt.forward_seconds
         # 1. draft up to k tokens per sequence, in lockstep (a drafter may return fewer)
         drafts = [Draft() for _ in asks]
         if drafter is not None:
-            drafter.prefill_many(list(prefill))
             spec = [i for i, a in enumerate(asks) if a.k > 0]
             got = drafter.propose_many([DraftAsk(asks[i].seq, asks[i].ctx, asks[i].k,
                                                  asks[i].sampling, asks[i].rng) for i in spec])
             for i, d in zip(spec, got):
                 drafts[i] = d
         t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
-        # 2. verify: one target decode over every [cur, d_1..d_k] gives k + 1 rows each
-        n_past = [tgt.seq_past(a.seq) for a in asks]
-        feeds = [*prefill, *(Feed(a.seq, [a.ctx[-1], *d.tokens], len(d.tokens) + 1)
-                             for a, d in zip(asks, drafts))]
-        rows = tgt.forward_many(feeds)[len(prefill):] if feeds else []
+        # 2. verify: one target decode over every [cur, d_1..d_k] gives k + 1 rows each (after
+        # the prompt's rest where a sequence finishes its prefill: one feed per sequence)
+        lead = {f.seq: list(f.tokens) for f in prefill if f.seq in {a.seq for a in asks}}
+        alone = [f for f in prefill if f.seq not in lead]
+        n_past = [tgt.seq_past(a.seq) + len(lead.get(a.seq, ())) for a in asks]
+        feeds = [*alone, *(Feed(a.seq, [*lead.get(a.seq, ()), a.ctx[-1], *d.tokens],
+                                len(d.tokens) + 1) for a, d in zip(asks, drafts))]
+        rows = tgt.forward_many(feeds)[len(alone):] if feeds else []
         t_target = tgt.forward_seconds - ft0
         return [self._settle(a, d, logits, n0, t_draft, t_target)
                 for a, d, logits, n0 in zip(asks, drafts, rows, n_past)]
@@ -208,7 +215,8 @@ class Run:
         self.ctx = list(ids)
         self.rng = np.random.default_rng(cfg.sampling.seed)
         self.seq = -1  # the cache sequence, while in a batch
-        self.n_fed = 0  # prompt ids the caches hold (all but the last when prefilled)
+        self.n_fed = 0  # prompt ids the target's cache holds (all but the last when prefilled)
+        self.n_fed_dft = 0  # prompt ids fed to the drafter (one step behind n_fed)
         self.t_start = 0.0  # when decoding began
         self._text: list[str] = []
         self._stopped = False  # a stop string ended it: nothing is flushed
@@ -236,7 +244,8 @@ class Run:
         st = self.stats
         st.t_draft += r.t_draft
         st.t_target += r.t_target
-        if self.policy is not None and self.engine.drafter is not None:
+        if self.policy is not None and self.engine.drafter is not None and self.tokens:
+            # not the first round: its target time includes the prompt's last chunk
             self.policy.observe(r.k, r.n_accepted, r.t_draft, r.t_target)
         self.ctx.extend(r.tokens)
         self.tokens.extend(r.tokens)
@@ -302,10 +311,15 @@ class Run:
 class Batch:
     """Up to n_seq runs of one engine, stepped together.
 
-    Each step feeds the prompt chunks of runs being admitted (at most `chunk` tokens in all, oldest
-    run first; None: whole prompts) and one round of every prefilled run, in the same decodes, so
-    a long prompt does not stall the runs already decoding. A run's K comes from its own policy;
-    runs without one share the K that `load` picks for the iteration.
+    Each step feeds the target the prompts of runs being admitted, oldest first, at most `chunk`
+    tokens in all (None: no limit); a prompt is started only if this step can finish it, unless
+    it is the first (then it continues in the next steps), so that each new run gets its first
+    token as soon as its own prompt is in. A run whose prompt is finished decodes its first token
+    in that same step (k = 0: the target's own token); the drafter gets each chunk one step
+    later, before the run's first draft. While prompts are fed, the other runs decode one token
+    each (k = 0): the step is compute-bound, drafted rows would cost as much as prompt rows and
+    delay the newcomer's first token. Otherwise a run's K comes from its own policy; runs
+    without one share the K that `load` picks for the step.
     """
 
     def __init__(self, engine: Engine, n_seq: int = 1, chunk: int | None = None,
@@ -345,18 +359,27 @@ class Batch:
         """One iteration; returns each decoding run with the round it committed."""
         t0 = time.perf_counter()
         decoding = [r for r in self.runs if r.prefilled and not r.done]
+        lagging = [r for r in self.runs if r.n_fed_dft < r.n_fed]
+        draft_prefill = [Feed(r.seq, r.ids[r.n_fed_dft:r.n_fed], 0) for r in lagging]
+        for r in lagging:
+            r.n_fed_dft = r.n_fed
         prefill, filling, left = [], [], self.chunk or sys.maxsize
         for run in self.runs:
-            if run.prefilled or left <= 0:
+            rest = len(run.ids) - 1 - run.n_fed
+            if run.prefilled:
                 continue
-            n = min(len(run.ids) - 1 - run.n_fed, left)
+            if left <= 0 or (filling and rest > left):
+                break
+            n = min(rest, left)
             prefill.append(Feed(run.seq, run.ids[run.n_fed:run.n_fed + n], 0))
             run.n_fed += n
             left -= n
             filling.append(run)
-        n_prefill = sum(len(f.tokens) for f in prefill)
-        asks = [run.ask(k) for run, k in zip(decoding, self._ks(decoding, n_prefill))]
-        rounds = self.engine.rounds(asks, prefill)
+        ks = [0] * len(decoding) if prefill else self._ks(decoding)
+        ready = [run for run in filling if run.prefilled]
+        decoding, ks = decoding + ready, ks + [0] * len(ready)
+        rounds = self.engine.rounds([run.ask(k) for run, k in zip(decoding, ks)], prefill,
+                                    draft_prefill)
         now = time.perf_counter()
         for run in filling:
             run.stats.t_prefill += now - t0
@@ -366,11 +389,11 @@ class Batch:
             run.commit(r)
         if self.load is not None and rounds:
             self.load.observe([(r.k, r.n_accepted) for r in rounds],
-                              n_prefill + sum(r.k + 1 for r in rounds),
+                              sum(len(f.tokens) for f in prefill) + sum(r.k + 1 for r in rounds),
                               rounds[0].t_draft, rounds[0].t_target)
         return list(zip(decoding, rounds))
 
-    def _ks(self, runs: list[Run], n_prefill: int) -> list[int]:
+    def _ks(self, runs: list[Run]) -> list[int]:
         """K per run: its policy's, else the load-aware K shared by the runs without one."""
         if self.engine.drafter is None:
             return [0] * len(runs)
@@ -379,6 +402,6 @@ class Batch:
         if shared:
             assert self.load is not None
             k = self.load.choose([self.load.alpha(run.stats) for run in shared],
-                                 n_prefill + sum(k + 1 for k in ks if k >= 0))
+                                 sum(k + 1 for k in ks if k >= 0))
             ks = [k if kk < 0 else kk for kk in ks]
         return ks

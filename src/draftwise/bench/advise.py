@@ -118,16 +118,21 @@ def continuation(target: Backend, prompt_ids: list[int], n_tokens: int) -> tuple
 
 
 def teacher_forced(backend: Backend, prompt_ids: list[int], cont: list[int],
-                   chunk: int = 64) -> np.ndarray:
-    """logits [L, V]: row j predicts cont[j] from prompt + cont[:j] (L = len(cont))."""
-    backend.rollback(0)
-    if len(prompt_ids) > 1:
+                   chunk: int = 64, cached: bool = False) -> np.ndarray:
+    """logits [L, V]: row j predicts cont[j] from prompt + cont[:j] (L = len(cont)).
+
+    The prompt (all but its last token) stays in the backend's cache on return; cached=True
+    says it is there from the previous call with the same prompt_ids, and skips recomputing it
+    (several continuations of one prompt)."""
+    n = len(prompt_ids) - 1
+    backend.rollback(n if cached else 0)
+    if n > 0 and not cached:
         backend.forward(prompt_ids[:-1], 0)
     seq = [prompt_ids[-1], *cont[:-1]]
     # copies: a backend may return a view of a buffer that its next forward overwrites
     rows = [np.array(backend.forward(seq[i:i + chunk], len(seq[i:i + chunk])))
             for i in range(0, len(seq), chunk)]
-    backend.rollback(0)
+    backend.rollback(n)
     return np.concatenate(rows)
 
 

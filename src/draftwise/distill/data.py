@@ -101,13 +101,14 @@ def render_ids(p: Prompt, target: Backend) -> list[int]:
 
 
 def continue_ids(be: Backend, ids: list[int], max_tokens: int, temperature: float,
-                 seed: int) -> list[int]:
+                 seed: int, cached: bool = False) -> list[int]:
     """Plain decoding of up to max_tokens after ids [P]; the end-of-generation token is kept
-    (the draft should learn where the target stops)."""
+    (the draft should learn where the target stops). ids[:-1] stays cached on return;
+    cached=True says it is there from the previous call with the same ids."""
     s = SamplingConfig(temperature=temperature)
     rng = np.random.default_rng(seed)
-    be.rollback(0)
-    logits = be.forward(ids, 1)[-1]
+    be.rollback(len(ids) - 1 if cached else 0)
+    logits = be.forward(ids[-1:] if cached else ids, 1)[-1]
     out: list[int] = []
     while len(out) < max_tokens:
         if s.greedy:
@@ -119,7 +120,7 @@ def continue_ids(be: Backend, ids: list[int], max_tokens: int, temperature: floa
         if tok in be.vocab.eos_ids or len(out) == max_tokens:
             break
         logits = be.forward([tok], 1)[-1]
-    be.rollback(0)
+    be.rollback(len(ids) - 1)
     return out
 
 
@@ -167,7 +168,8 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Ba
                     runs.append(("target", target, opts.gen_temperature))
                 for s, (src, be, temp) in enumerate(runs):
                     cont = continue_ids(be, ids, opts.max_tokens, temp,
-                                        (opts.seed * 100_003 + i) * 101 + s)
+                                        (opts.seed * 100_003 + i) * 101 + s,
+                                        cached=any(r[0] == src for r in runs[:s]))
                     if any(c["cont"] == cont for c in rec["conts"]):
                         continue  # the same text again adds nothing
                     rec["conts"].append({"source": src, "cont": cont})

@@ -59,8 +59,16 @@ def labels(e: Example) -> Scores:
 
 
 def target_scores(target: Backend, k: int) -> Callable[[Example], Scores]:
-    """The target's top-k at every continuation position, teacher-forced."""
-    return lambda e: top_k(teacher_forced(target, e.prompt, e.cont), k)
+    """The target's top-k at every continuation position, teacher-forced; consecutive
+    continuations of one prompt reuse its cached prefix."""
+    held: list[int] = []
+
+    def score(e: Example) -> Scores:
+        nonlocal held
+        logits = teacher_forced(target, e.prompt, e.cont, cached=e.prompt == held)
+        held = e.prompt
+        return top_k(logits, k)
+    return score
 
 
 def shard_path(run: RunDir, j: int):
