@@ -8,8 +8,8 @@ forwards. From these it keeps
 - the measured cost of a whole round per K (EMA), which replaces K t_draft + t_v(K + 1) where
   known: on CPUs cost is far from linear in K. The neighbours of the chosen K are measured
   (interleaved with it) and re-measured every `refresh_every` rounds.
-The first round of each generation is a warm-up (the target's first verify after prefill is
-slow): its costs are not used.
+The first round of each generation that it sees (the first drafted one) is taken as a warm-up:
+its costs are not used.
 
 It picks K in 0..k_max maximizing E[tokens | K] / cost(K), where E[tokens | K] =
 1 + sum_j prod_{i<=j} a_i with a_i the acceptance at draft position i given all before it were
