@@ -55,7 +55,9 @@ class Round:
 @dataclass(frozen=True)
 class RoundAsk:
     """One sequence's part of a round: up to k drafts after ctx (committed ids, cur last), at most
-    `budget` new tokens, verified by `accept`; rng draws this sequence's samples."""
+    `budget` new tokens, verified by `accept`; rng draws this sequence's samples. lookup_only:
+    only drafts that need no draft-model forward (an n-gram lookup): the draft model has not
+    seen this prompt yet (its first round)."""
 
     seq: int
     ctx: list[int]
@@ -65,6 +67,7 @@ class RoundAsk:
     budget: int
     trace: bool = False
     accept: Acceptance = EXACT
+    lookup_only: bool = False
 
 
 @dataclass
@@ -130,11 +133,13 @@ class Engine:
         # 1. draft up to k tokens per sequence, in lockstep (a drafter may return fewer)
         drafts = [Draft() for _ in asks]
         if drafter is not None:
-            spec = [i for i, a in enumerate(asks) if a.k > 0]
+            spec = [i for i, a in enumerate(asks) if a.k > 0 and not a.lookup_only]
             got = drafter.propose_many([DraftAsk(asks[i].seq, asks[i].ctx, asks[i].k,
                                                  asks[i].sampling, asks[i].rng) for i in spec])
             for i, d in zip(spec, got):
                 drafts[i] = d
+            for i in [i for i, a in enumerate(asks) if a.k > 0 and a.lookup_only]:
+                drafts[i] = Draft(drafter.lookup(asks[i].ctx, asks[i].k) or [])
         t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
         # 2. verify: one target decode over every [cur, d_1..d_k] gives k + 1 rows each (after
         # the prompt's rest where a sequence finishes its prefill: one feed per sequence)
@@ -231,13 +236,13 @@ class Run:
     def done(self) -> bool:
         return bool(self.stats.finish_reason)
 
-    def ask(self, k: int) -> RoundAsk:
+    def ask(self, k: int, lookup_only: bool = False) -> RoundAsk:
         """This run's part of the next round with up to k drafts (cut to the budget and room)."""
         budget = self.cfg.max_tokens - self.stats.n_generated
         room = self.engine.target.n_ctx - self.engine.target.seq_past(self.seq) - 1
         k = max(0, min(k, budget - 1, room - 1)) if self.engine.drafter is not None else 0
         return RoundAsk(self.seq, self.ctx, k, self.cfg.sampling, self.rng, budget, self.trace,
-                        self.accept)
+                        self.accept, lookup_only)
 
     def commit(self, r: Round) -> None:
         """Take one round's tokens; finish at EOS, max_tokens or the context limit."""
@@ -315,11 +320,12 @@ class Batch:
     tokens in all (None: no limit); a prompt is started only if this step can finish it, unless
     it is the first (then it continues in the next steps), so that each new run gets its first
     token as soon as its own prompt is in. A run whose prompt is finished decodes its first token
-    in that same step (k = 0: the target's own token); the drafter gets each chunk one step
-    later, before the run's first draft. While prompts are fed, the other runs decode one token
-    each (k = 0): the step is compute-bound, drafted rows would cost as much as prompt rows and
-    delay the newcomer's first token. Otherwise a run's K comes from its own policy; runs
-    without one share the K that `load` picks for the step.
+    in that same step (the target's own, after what a lookup drafts for free: no draft model
+    runs for it yet); the drafter gets each chunk one step later, before the run's first draft.
+    While prompts are fed, the other runs decode one token each (k = 0): the step is
+    compute-bound, drafted rows would cost as much as prompt rows and delay the newcomer's first
+    token. Otherwise a run's K comes from its own policy; runs without one share the K that
+    `load` picks for the step.
     """
 
     def __init__(self, engine: Engine, n_seq: int = 1, chunk: int | None = None,
@@ -365,9 +371,9 @@ class Batch:
             r.n_fed_dft = r.n_fed
         prefill, filling, left = [], [], self.chunk or sys.maxsize
         for run in self.runs:
-            rest = len(run.ids) - 1 - run.n_fed
             if run.prefilled:
                 continue
+            rest = len(run.ids) - 1 - run.n_fed
             if left <= 0 or (filling and rest > left):
                 break
             n = min(rest, left)
@@ -375,11 +381,12 @@ class Batch:
             run.n_fed += n
             left -= n
             filling.append(run)
-        ks = [0] * len(decoding) if prefill else self._ks(decoding)
         ready = [run for run in filling if run.prefilled]
-        decoding, ks = decoding + ready, ks + [0] * len(ready)
-        rounds = self.engine.rounds([run.ask(k) for run, k in zip(decoding, ks)], prefill,
-                                    draft_prefill)
+        asks = [run.ask(k) for run, k in
+                zip(decoding, [0] * len(decoding) if prefill else self._ks(decoding))]
+        asks += [run.ask(k, lookup_only=True) for run, k in zip(ready, self._ks(ready))]
+        decoding += ready
+        rounds = self.engine.rounds(asks, prefill, draft_prefill)
         now = time.perf_counter()
         for run in filling:
             run.stats.t_prefill += now - t0

@@ -85,7 +85,8 @@ class HybridDrafter(Drafter):
         return self.model.propose(ctx, k, sampling, rng)
 
     def feedback(self, n_drafted: int, n_accepted: int) -> None:
-        if not self.source:
+        if not self.source or not n_drafted:  # nothing drafted (a lookup that found nothing)
+            self.source = ""
             return
         self.rounds[self.source] += 1
         if self.source == "ngram":
