@@ -247,11 +247,11 @@ class Run:
     def commit(self, r: Round) -> None:
         """Take one round's tokens; finish at EOS, max_tokens or the context limit."""
         st = self.stats
-        st.t_draft += r.t_draft
-        st.t_target += r.t_target
-        if self.policy is not None and self.engine.drafter is not None and self.tokens:
-            # not the first round: its target time includes the prompt's last chunk
-            self.policy.observe(r.k, r.n_accepted, r.t_draft, r.t_target)
+        if self.tokens:  # the first round came with the prompt: its time is in t_prefill
+            st.t_draft += r.t_draft
+            st.t_target += r.t_target
+            if self.policy is not None and self.engine.drafter is not None:
+                self.policy.observe(r.k, r.n_accepted, r.t_draft, r.t_target)
         self.ctx.extend(r.tokens)
         self.tokens.extend(r.tokens)
         self.margins.extend(r.margins)
