@@ -9,17 +9,15 @@ Prompts: the first 4 HumanEval prompts (raw completion), 64 new tokens each, gre
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
+
+from bench_engine import humaneval_prompts  # a sibling script: benchmarks/ is on sys.path
 
 from draftwise.config import GenerateConfig, SpecConfig
 from draftwise.engine import Batch, Engine, Run
 from draftwise.loader import BackendOptions, open_engine
 from draftwise.policy import FixedK
 from draftwise.policy.load import LoadAwareK
-
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "HumanEval.jsonl"
 
 
 def decode_rate(eng: Engine, prompts: list[str], label: str, load: LoadAwareK,
@@ -52,7 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
     a = ap.parse_args()
-    prompts = [json.loads(x)["prompt"] for x in EVAL.read_text().splitlines() if x.strip()][:4]
+    prompts = humaneval_prompts(4)
     with open_engine(a.target, a.draft, BackendOptions(threads=a.threads, n_ctx=1024, n_seq=4),
                      SpecConfig.parse("auto")) as eng:
         load = LoadAwareK()  # shared by the "load" rows: it keeps learning costs

@@ -143,7 +143,8 @@ class Engine:
         t_draft = (drafter.forward_seconds - fd0) if drafter is not None else 0.0
         # 2. verify: one target decode over every [cur, d_1..d_k] gives k + 1 rows each (after
         # the prompt's rest where a sequence finishes its prefill: one feed per sequence)
-        lead = {f.seq: list(f.tokens) for f in prefill if f.seq in {a.seq for a in asks}}
+        asked = {a.seq for a in asks}
+        lead = {f.seq: list(f.tokens) for f in prefill if f.seq in asked}
         alone = [f for f in prefill if f.seq not in lead]
         n_past = [tgt.seq_past(a.seq) + len(lead.get(a.seq, ())) for a in asks]
         feeds = [*alone, *(Feed(a.seq, [*lead.get(a.seq, ()), a.ctx[-1], *d.tokens],
