@@ -237,6 +237,9 @@ def test_options_defaults_and_errors(tiny):
     assert "code" in o.eval_categories and "chat" not in o.eval_categories
     assert DistillOptions(target="t", draft="d", out="x", mode="sampling").loss == "tvd"
     assert DistillOptions(target="t", draft="d", out="x", full=True).lr == 2e-5
+    assert o.val_fraction == 0.1  # a stored recipe from before validation existed had none
+    old = {k: v for k, v in o.to_dict().items() if k != "val_fraction"}
+    assert DistillOptions.from_dict(old).val_fraction == 0.0
     for kw, msg in [({"categories": ("poetry",)}, "unknown category 'poetry'"),
                     ({"n_prompts": 20}, "leaves 0 for evaluation"),
                     ({"loss": "kl"}, "--loss must be one of"),
@@ -245,6 +248,7 @@ def test_options_defaults_and_errors(tiny):
                     ({"prompts": "/no/such.jsonl"}, "does not exist"),
                     ({"quant": "q7"}, "quant must be one of"),
                     ({"layers": 0}, "--layers must be >= 1"),
+                    ({"val_fraction": 0.5}, r"--val-fraction must be in \[0, 0.5\)"),
                     ({"loss": "ce"}, "--loss ce trains on given completions"),
                     ({"data": "/no/such.jsonl"}, "data file /no/such.jsonl does not exist")]:
         with pytest.raises(DraftwiseError, match=msg.replace("(", r"\(")):
@@ -258,6 +262,13 @@ def test_end_to_end_loss_falls_and_agreement_rises(distilled, home):
     run = distilled.run
     train = json.loads((run / "train" / "done.json").read_text())
     assert train["loss_last"] < 0.3 * train["loss_first"]
+    # 3 of the 32 training prompts validated after every epoch; the kept epoch is the best one
+    val = train["val_losses"]
+    assert train["val_sequences"] == 3 * 4 and val and val[0] > min(val)
+    epoch = -(-train["sequences"] // 4)
+    best = min(epoch * (val.index(min(val)) + 1), train["steps"])  # the last check: at the end
+    assert train["best_step"] == best <= train["steps_run"]
+    assert train["early_stop"] == (val[-1] > min(val))
     rep = json.loads((run / "eval" / "report.json").read_text())
     tallies, groups = rep["tallies"], rep["groups"]
     trained = [c for c, g in groups.items() if g == "trained"]
@@ -337,8 +348,10 @@ def test_export_round_trip(distilled, tiny, in_home):
     with torch.no_grad():
         hf = model(torch.tensor([ids])).logits[0].numpy()
         hf_file = file_model(torch.tensor([ids])).logits[0].numpy()
-    quant_err = np.abs(hf - hf_file).max()  # Q8_0 of the trained tensors
-    assert quant_err < 0.05 * np.abs(hf).max()
+    # Q8_0 of the 14 trained tensors (large weights: lr 2e-2) moves the logits by a few percent
+    quant_err = np.abs(hf - hf_file).max()
+    assert quant_err < 0.08 * np.abs(hf).max()
+    assert np.abs(ll - hf_file).max() < 0.05 * np.abs(hf).max()  # the same weights, two engines
     assert np.abs(ll - hf).max() < 0.1 * np.abs(hf).max()
     assert (ll.argmax(1) == hf.argmax(1)).mean() >= 0.8
     for hf_name, gg in (("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"),
@@ -449,7 +462,7 @@ def test_ce_on_given_completions_teaches_the_draft_a_style(tiny, in_home, tmp_pa
     data.write_text("".join(json.dumps(x) + "\n" for x in rows))
     assert DistillOptions(target="t", draft="d", out="x", data=str(data)).loss == "ce"
     res = run_distill(given(tiny, prompts=None, data=str(data), out="tiny-ce", n_prompts=32,
-                            steps=60, quant=None, n_eval_other=0))
+                            steps=60, quant=None, n_eval_other=0, val_fraction=0.0))
     run = res.run
     gen = json.loads((run / "gen" / "done.json").read_text())
     score = json.loads((run / "score" / "done.json").read_text())
@@ -512,6 +525,42 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     np.testing.assert_allclose(resumed["losses"], again["losses"], rtol=1e-3)
     # a finished run resumes to the same result without redoing anything
     assert run_distill({"out": "tiny-resume"}, resume=True).verdict == res.verdict
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny, in_home, monkeypatch):
+    """Validation loss 3, 2, 2.5 after epochs 1-3 of 4: training stops after the third and the
+    saved adapter is the one of the second."""
+    import draftwise.distill.train as train_mod
+    from draftwise.distill.pipeline import run_distill
+
+    seen = []
+
+    def val_loss(model, *a, **kw):
+        seen.append(train_mod.trainable_state(model))
+        return [3.0, 2.0, 2.5, 1.0][len(seen) - 1]
+
+    monkeypatch.setattr(train_mod, "val_loss", val_loss)
+    res = run_distill(given(tiny, out="tiny-early", n_prompts=20, samples=1, steps=None,
+                            epochs=4, quant=None, n_eval_other=0))
+    train = json.loads((res.run / "train" / "done.json").read_text())
+    assert (train["val_sequences"], train["sequences"]) == (2, 18)  # 5 steps per epoch
+    assert train["val_losses"] == [3.0, 2.0, 2.5] and len(seen) == 3
+    assert (train["steps"], train["steps_run"], train["best_step"]) == (20, 15, 10)
+    assert train["early_stop"] and len(train["losses"]) == 15
+    from safetensors.torch import load_file
+
+    saved = load_file(str(res.run / "train" / "adapter.safetensors"))
+    best = {k.replace(".default", ""): v for k, v in seen[1].items()}
+    assert set(saved) == set(best)
+    for k, v in saved.items():
+        assert torch_equal(v, best[k]) and not torch_equal(v, seen[2][k.replace(
+            ".weight", ".default.weight")])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a.float(), b.float()))
 
 
 # -- bad input ---------------------------------------------------------------------------------

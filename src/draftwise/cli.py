@@ -447,6 +447,9 @@ def distill(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="passes over the data (default 3)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (overrides epochs)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate"),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="training prompts "
+                                                 "kept for validation and early stopping "
+                                                 "(default 0.1; 0: none)"),
     samples: Optional[int] = typer.Option(None, "--samples", help="draft continuations per "
                                           "prompt (default 4: greedy, then sampled)"),
     target_mix: Optional[float] = typer.Option(None, "--target-mix", help="fraction of prompts "
@@ -470,7 +473,8 @@ def distill(
         data=data,
         n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
         mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
-        steps=steps, lr=lr, samples=samples, target_mix=target_mix, quant=quant, dtype=dtype,
+        steps=steps, lr=lr, val_fraction=val_fraction, samples=samples, target_mix=target_mix,
+        quant=quant, dtype=dtype,
         out=out, seed=seed, threads=threads).items() if v is not None}
     if not resume:
         if not (target and draft):

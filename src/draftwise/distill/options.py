@@ -55,6 +55,7 @@ class DistillOptions:
     epochs: int = 3
     steps: int | None = None  # optimizer steps; overrides epochs
     batch_seqs: int = 4  # sequences per optimizer step
+    val_fraction: float = 0.1  # training prompts kept for validation loss and early stopping
     lr: float | None = None
     samples: int = 4  # draft continuations per prompt: the first at gen_temperature, then T=1
     target_mix: float = 0.0  # fraction of prompts also continued by the target
@@ -117,6 +118,8 @@ class DistillOptions:
         put("lr", self.lr if self.lr is not None else (2e-5 if self.full else 2e-4))
         if not 0 < self.lr < 1:
             raise DraftwiseError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.val_fraction < 0.5:
+            raise DraftwiseError(f"--val-fraction must be in [0, 0.5), got {self.val_fraction}")
         if not 0 <= self.target_mix <= 1:
             raise DraftwiseError(f"target mix must be in [0, 1], got {self.target_mix}")
         put("gen_temperature", self.gen_temperature if self.gen_temperature is not None
@@ -143,6 +146,7 @@ class DistillOptions:
     def from_dict(cls, d: dict) -> DistillOptions:
         names = {f.name for f in fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        kw.setdefault("val_fraction", 0.0)  # recipes stored before validation existed had none
         return cls(**kw)
 
     def differences(self, other: DistillOptions) -> list[str]:

@@ -232,8 +232,12 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
             with stop_requests() as stop, timed(run, "train"):
                 run_train(run, opts, base, examples, read_scores(run, len(examples)), bar, stop)
     train = read_json(run.done("train"))
+    val = train.get("val_losses") or []
     say(f"train: loss {train['loss_first']:.4f} -> {train['loss_last']:.4f} over "
-        f"{train['steps']} steps, {train['tok_s']:.0f} tok/s ({train['precision']})")
+        f"{train.get('steps_run', train['steps'])} steps, {train['tok_s']:.0f} tok/s "
+        f"({train['precision']})" + (f"; validation {' '.join(f'{v:.4f}' for v in val)}, kept "
+                                     f"step {train['best_step']}" + (" (stopped early)" if
+                                     train["early_stop"] else "") if val else ""))
     from draftwise.distill.export import run_export
 
     with timed(run, "export"):

@@ -117,6 +117,27 @@ def step_loss(model, b: Batch, loss: str, autocast: bool, device: str = "cpu"):
     return divergence(loss, log_p, log_q).sum()
 
 
+def validation_split(examples: list[Example], fraction: float,
+                     seed: int) -> tuple[list[Example], list[Example]]:
+    """(training, validation): floor(fraction x prompts) whole prompts, drawn with the seed, go to
+    validation, so that it measures prompts training never saw (none with under 1/fraction)."""
+    ids = sorted({e.prompt_id for e in examples})
+    n_val = int(fraction * len(ids) + 1e-9)
+    val = set(np.random.default_rng(seed).choice(ids, n_val, replace=False).tolist()
+              if n_val else ())
+    return ([e for e in examples if e.prompt_id not in val],
+            [e for e in examples if e.prompt_id in val])
+
+
+def val_loss(model, batches: list[Batch], loss: str, autocast: bool, device: str) -> float:
+    """The divergence per position over batches, without gradients."""
+    import torch
+
+    with torch.no_grad():
+        total = sum(float(step_loss(model, b, loss, autocast, device)) for b in batches)
+    return total / max(1, sum(b.n_cont for b in batches))
+
+
 def plan(n: int, opts: DistillOptions) -> list[list[int]]:
     """The sequences of each optimizer step: epochs of seeded shuffles, cut into batches."""
     per_epoch = -(-n // opts.batch_seqs)
@@ -167,12 +188,11 @@ def trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_ckpt(path, model, opt, step: int, losses: list[float], tokens: int,
-              seconds: float) -> None:
+def save_ckpt(path, model, opt, step: int, log: dict) -> None:
+    """log: losses, tokens, seconds, val (losses per epoch), best (loss, step, state) or None."""
     import torch
 
-    state = {"step": step, "trainable": trainable_state(model), "optim": opt.state_dict(),
-             "losses": losses, "tokens": tokens, "seconds": seconds}
+    state = {"step": step, "trainable": trainable_state(model), "optim": opt.state_dict(), **log}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -181,7 +201,9 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
               scores: dict[int, Scores], progress=None,
               stop: threading.Event | None = None) -> dict:
     """Train, checkpointing as it goes; write the result and train/done.json (returned).
-    base: the draft's GGUFFile. Raises KeyboardInterrupt after checkpointing when stopped."""
+    base: the draft's GGUFFile. With validation prompts (opts.val_fraction) the loss on them is
+    measured after every epoch; training stops at the first epoch that does not lower it and the
+    result is the best epoch's weights. Raises KeyboardInterrupt after checkpointing when stopped."""
     import torch
 
     if run.is_done("train"):
@@ -190,21 +212,24 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
 
     out = run.stage("train")
     prec = precision(opts.dtype)
+    autocast = prec == "bfloat16"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     model, _ = load_model(base)
-    model = make_trainable(model, opts.lora_rank, opts.full,
-                           bf16_base=prec == "bfloat16").to(device)
+    model = make_trainable(model, opts.lora_rank, opts.full, bf16_base=autocast).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
-    batches = make_batches(examples, scores)
+    train_ex, val_ex = validation_split(examples, opts.val_fraction, opts.seed)
+    batches, val_batches = make_batches(train_ex, scores), make_batches(val_ex, scores)
     steps = plan(len(batches), opts)
+    per_epoch = -(-len(batches) // opts.batch_seqs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(steps)))
     ckpt = out / "ckpt.pt"
-    start, losses, tokens, seconds = 0, [], 0, 0.0
+    start = 0
+    log = {"losses": [], "tokens": 0, "seconds": 0.0, "val": [], "best": None}
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=device)
         missing = set(state["trainable"]) - {n for n, p in model.named_parameters()
@@ -214,16 +239,17 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
                                  "delete it to train from the start")
         model.load_state_dict(state["trainable"], strict=False)
         opt.load_state_dict(state["optim"])
-        start, losses = state["step"], state["losses"]
-        tokens, seconds = state["tokens"], state["seconds"]
+        start = state["step"]
+        log = {k: state.get(k, v) for k, v in log.items()}
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(steps)),
                                                   last_epoch=start - 1)
+    losses, best = log["losses"], log["best"]
     task = progress.add_task("train", total=len(steps), completed=start,
                              info="") if progress else None
     stop = stop or threading.Event()
     t_ckpt = time.perf_counter()
     ema = losses[-1] if losses else None
-    step = start
+    done, early = start, False
     for step in range(start, len(steps)):
         if stop.is_set():
             break
@@ -232,36 +258,49 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
         n_pos = sum(b.n_cont for b in group)
         total = 0.0
         for b in group:  # one backward per sequence: no padding, memory of one sequence
-            loss = step_loss(model, b, opts.loss, prec == "bfloat16", device) / n_pos
+            loss = step_loss(model, b, opts.loss, autocast, device) / n_pos
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        seconds += dt
-        n_tok = sum(len(b.ids) for b in group)
-        tokens += n_tok
+        log["seconds"] += time.perf_counter() - t0
+        log["tokens"] += sum(len(b.ids) for b in group)
         losses.append(total)
+        done = step + 1
         ema = total if ema is None else 0.9 * ema + 0.1 * total
+        if val_batches and (done % per_epoch == 0 or done == len(steps)):
+            v = val_loss(model, val_batches, opts.loss, autocast, device)
+            log["val"].append(round(v, 6))
+            if best is None or v < best["loss"]:
+                best = log["best"] = {"loss": v, "step": done, "state": trainable_state(model)}
+            else:
+                early = True  # this epoch fitted the training prompts at the others' expense
         if progress:
-            progress.update(task, advance=1,
-                            info=f"loss {ema:.4f}  {tokens / max(seconds, 1e-9):.0f} tok/s")
+            val = f"  val {log['val'][-1]:.4f}" if log["val"] else ""
+            progress.update(task, advance=1, info=f"loss {ema:.4f}{val}  "
+                            f"{log['tokens'] / max(log['seconds'], 1e-9):.0f} tok/s")
+        if early:
+            break
         if time.perf_counter() - t_ckpt > CKPT_SECONDS:
-            save_ckpt(ckpt, model, opt, step + 1, losses, tokens, seconds)
+            save_ckpt(ckpt, model, opt, done, log)
             t_ckpt = time.perf_counter()
-    else:
-        step = len(steps)
-    if step < len(steps):  # stopped: keep what was learned, then give up the run
-        save_ckpt(ckpt, model, opt, step, losses, tokens, seconds)
+    if done < len(steps) and not early:  # stopped: keep what was learned, then give up the run
+        save_ckpt(ckpt, model, opt, done, log)
         raise KeyboardInterrupt
+    if best is not None:
+        model.load_state_dict(best["state"], strict=False)
     _save_result(out, model, opts)
     n = max(1, len(losses) // 10)
-    info = {"steps": len(steps), "sequences": len(batches), "precision": prec, "device": device,
+    info = {"steps": len(steps), "steps_run": done, "sequences": len(batches),
+            "val_sequences": len(val_batches), "val_losses": log["val"],
+            "best_step": best["step"] if best else done, "early_stop": early,
+            "precision": prec, "device": device,
             "loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:])),
-            "losses": [round(x, 6) for x in losses], "tokens": tokens,
-            "seconds": round(seconds, 1), "tok_s": round(tokens / max(seconds, 1e-9), 1)}
+            "losses": [round(x, 6) for x in losses], "tokens": log["tokens"],
+            "seconds": round(log["seconds"], 1),
+            "tok_s": round(log["tokens"] / max(log["seconds"], 1e-9), 1)}
     run.mark_done("train", info)
     ckpt.unlink(missing_ok=True)
     return info
