@@ -2,7 +2,8 @@
 
 LoRA on every linear layer of the blocks (peft's "all-linear": attention q/k/v/o and the MLP;
 not the output head), or `--full` fine-tuning. One optimizer step sees `batch_seqs` sequences;
-the loss is the divergence (losses.py) averaged over their continuation positions. Precision:
+the loss is the divergence (losses.py) averaged over their continuation positions. A fraction
+of the prompts is kept out for validation after every epoch (early stopping). Precision:
 float32 master weights; with bfloat16 the matmuls run under torch.autocast (see README: on the
 development CPU, with AMX, a step takes 2-3x less time than in float32).
 
