@@ -263,12 +263,12 @@ def test_end_to_end_loss_falls_and_agreement_rises(distilled, home):
     train = json.loads((run / "train" / "done.json").read_text())
     assert train["loss_last"] < 0.3 * train["loss_first"]
     # 3 of the 32 training prompts validated after every epoch; the kept epoch is the best one
-    val = train["val_losses"]
-    assert train["val_sequences"] == 3 * 4 and val and val[0] > min(val)
+    val = train["val_losses"]  # after every epoch
+    assert train["val_sequences"] == 3 * 4 and min(val) < train["val_start"]
     epoch = -(-train["sequences"] // 4)
     best = min(epoch * (val.index(min(val)) + 1), train["steps"])  # the last check: at the end
     assert train["best_step"] == best <= train["steps_run"]
-    assert train["early_stop"] == (val[-1] > min(val))
+    assert train["early_stop"] == (len(val) > 1 and val[-1] > val[-2])
     rep = json.loads((run / "eval" / "report.json").read_text())
     tallies, groups = rep["tallies"], rep["groups"]
     trained = [c for c, g in groups.items() if g == "trained"]
@@ -490,9 +490,9 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     opts = given(tiny, out="tiny-resume", steps=12, quant=None, dtype="auto")
     real_step_loss, calls = train_mod.step_loss, []
 
-    def step_loss(*a, **kw):  # the 5th step's first sequence: Ctrl-C
+    def step_loss(*a, **kw):  # after the 12 validation sequences, the 5th step's first: Ctrl-C
         calls.append(1)
-        if len(calls) == 4 * 4 + 1:
+        if len(calls) == 12 + 4 * 4 + 1:
             os.kill(os.getpid(), signal.SIGINT)
         return real_step_loss(*a, **kw)
 
@@ -528,8 +528,8 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
 
 
 def test_early_stopping_keeps_the_best_epoch(tiny, in_home, monkeypatch):
-    """Validation loss 3, 2, 2.5 after epochs 1-3 of 4: training stops after the third and the
-    saved adapter is the one of the second."""
+    """Validation loss 4 before training, 3, 2, 2.5 after epochs 1-3 of 4: training stops after
+    the third (it rose) and the saved adapter is the one of the second (the lowest)."""
     import draftwise.distill.train as train_mod
     from draftwise.distill.pipeline import run_distill
 
@@ -537,24 +537,44 @@ def test_early_stopping_keeps_the_best_epoch(tiny, in_home, monkeypatch):
 
     def val_loss(model, *a, **kw):
         seen.append(train_mod.trainable_state(model))
-        return [3.0, 2.0, 2.5, 1.0][len(seen) - 1]
+        return [4.0, 3.0, 2.0, 2.5, 1.0][len(seen) - 1]
 
     monkeypatch.setattr(train_mod, "val_loss", val_loss)
     res = run_distill(given(tiny, out="tiny-early", n_prompts=20, samples=1, steps=None,
                             epochs=4, quant=None, n_eval_other=0))
     train = json.loads((res.run / "train" / "done.json").read_text())
     assert (train["val_sequences"], train["sequences"]) == (2, 18)  # 5 steps per epoch
-    assert train["val_losses"] == [3.0, 2.0, 2.5] and len(seen) == 3
+    assert train["val_start"] == 4.0 and train["val_losses"] == [3.0, 2.0, 2.5]
+    assert len(seen) == 4
     assert (train["steps"], train["steps_run"], train["best_step"]) == (20, 15, 10)
     assert train["early_stop"] and len(train["losses"]) == 15
     from safetensors.torch import load_file
 
     saved = load_file(str(res.run / "train" / "adapter.safetensors"))
-    best = {k.replace(".default", ""): v for k, v in seen[1].items()}
+    best = {k.replace(".default", ""): v for k, v in seen[2].items()}
     assert set(saved) == set(best)
     for k, v in saved.items():
-        assert torch_equal(v, best[k]) and not torch_equal(v, seen[2][k.replace(
+        assert torch_equal(v, best[k]) and not torch_equal(v, seen[3][k.replace(
             ".weight", ".default.weight")])
+
+
+def test_no_epoch_helps_keeps_the_untrained_draft(tiny, in_home, monkeypatch):
+    import draftwise.distill.train as train_mod
+    from draftwise.distill.pipeline import run_distill
+
+    """Validation loss 1 before training, 2 and 3 after the first two epochs: training stops
+    (it rose) and the result is the draft as it was (LoRA's B matrices still zero)."""
+    values = iter([1.0, 2.0, 3.0])
+    monkeypatch.setattr(train_mod, "val_loss", lambda *a, **kw: next(values))
+    res = run_distill(given(tiny, out="tiny-worse", n_prompts=20, samples=1, steps=None,
+                            epochs=4, quant=None, n_eval_other=0))
+    train = json.loads((res.run / "train" / "done.json").read_text())
+    assert (train["steps_run"], train["best_step"], train["early_stop"]) == (10, 0, True)
+    from safetensors.torch import load_file
+
+    lora_b = [v for k, v in load_file(str(res.run / "train" / "adapter.safetensors")).items()
+              if "lora_B" in k]
+    assert lora_b and all(not v.any() for v in lora_b)  # peft starts B at zero: no change
 
 
 def torch_equal(a, b) -> bool:

@@ -71,6 +71,20 @@ def name_taken(name: str) -> str | None:
     return None
 
 
+def _train_line(train: dict) -> str:
+    """One line on the train stage from its done.json."""
+    line = (f"train: loss {train['loss_first']:.4f} -> {train['loss_last']:.4f} over "
+            f"{train.get('steps_run', train['steps'])} steps, {train['tok_s']:.0f} tok/s "
+            f"({train['precision']})")
+    if train.get("val_losses"):
+        start = train.get("val_start")
+        line += (f"; validation loss {'' if start is None else f'{start:.4f} ->'} "
+                 + " ".join(f"{v:.4f}" for v in train["val_losses"])
+                 + f" (after each epoch), kept step {train['best_step']}"
+                 + (" (stopped early)" if train["early_stop"] else ""))
+    return line
+
+
 def load_options(given: dict, resume: bool) -> DistillOptions:
     """New run: DistillOptions(**given). --resume: the stored recipe; a flag given with another
     value than the stored one is refused."""
@@ -232,12 +246,7 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
             with stop_requests() as stop, timed(run, "train"):
                 run_train(run, opts, base, examples, read_scores(run, len(examples)), bar, stop)
     train = read_json(run.done("train"))
-    val = train.get("val_losses") or []
-    say(f"train: loss {train['loss_first']:.4f} -> {train['loss_last']:.4f} over "
-        f"{train.get('steps_run', train['steps'])} steps, {train['tok_s']:.0f} tok/s "
-        f"({train['precision']})" + (f"; validation {' '.join(f'{v:.4f}' for v in val)}, kept "
-                                     f"step {train['best_step']}" + (" (stopped early)" if
-                                     train["early_stop"] else "") if val else ""))
+    say(_train_line(train))
     from draftwise.distill.export import run_export
 
     with timed(run, "export"):

@@ -3,7 +3,7 @@
 LoRA on every linear layer of the blocks (peft's "all-linear": attention q/k/v/o and the MLP;
 not the output head), or `--full` fine-tuning. One optimizer step sees `batch_seqs` sequences;
 the loss is the divergence (losses.py) averaged over their continuation positions. A fraction
-of the prompts is kept out for validation after every epoch (early stopping). Precision:
+of the prompts is kept out for validation after every epoch (early stopping, best weights kept). Precision:
 float32 master weights; with bfloat16 the matmuls run under torch.autocast (see README: on the
 development CPU, with AMX, a step takes 2-3x less time than in float32).
 
@@ -203,8 +203,10 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
               stop: threading.Event | None = None) -> dict:
     """Train, checkpointing as it goes; write the result and train/done.json (returned).
     base: the draft's GGUFFile. With validation prompts (opts.val_fraction) the loss on them is
-    measured after every epoch; training stops at the first epoch that does not lower it and the
-    result is the best epoch's weights. Raises KeyboardInterrupt after checkpointing when stopped."""
+    measured before training and after every epoch; training stops at the first epoch whose loss
+    is above the epoch's before, and the result is the weights of the lowest loss (the untrained
+    ones if no epoch beat them).
+    Raises KeyboardInterrupt after checkpointing when stopped."""
     import torch
 
     if run.is_done("train"):
@@ -230,7 +232,7 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(steps)))
     ckpt = out / "ckpt.pt"
     start = 0
-    log = {"losses": [], "tokens": 0, "seconds": 0.0, "val": [], "best": None}
+    log = {"losses": [], "tokens": 0, "seconds": 0.0, "val_start": None, "val": [], "best": None}
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=device)
         missing = set(state["trainable"]) - {n for n, p in model.named_parameters()
@@ -244,6 +246,10 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
         log = {k: state.get(k, v) for k, v in log.items()}
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(steps)),
                                                   last_epoch=start - 1)
+    if val_batches and start == 0:  # before training: the draft as it is may stay the best
+        v = val_loss(model, val_batches, opts.loss, autocast, device)
+        log["val_start"] = round(v, 6)
+        log["best"] = {"loss": v, "step": 0, "state": trainable_state(model)}
     losses, best = log["losses"], log["best"]
     task = progress.add_task("train", total=len(steps), completed=start,
                              info="") if progress else None
@@ -273,11 +279,12 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
         ema = total if ema is None else 0.9 * ema + 0.1 * total
         if val_batches and (done % per_epoch == 0 or done == len(steps)):
             v = val_loss(model, val_batches, opts.loss, autocast, device)
+            # rising from the epoch before: fitting the training prompts at the others' expense
+            # (the first epoch may rise above the untrained draft while the rate warms up)
+            early = bool(log["val"]) and v > log["val"][-1]
             log["val"].append(round(v, 6))
             if best is None or v < best["loss"]:
                 best = log["best"] = {"loss": v, "step": done, "state": trainable_state(model)}
-            else:
-                early = True  # this epoch fitted the training prompts at the others' expense
         if progress:
             val = f"  val {log['val'][-1]:.4f}" if log["val"] else ""
             progress.update(task, advance=1, info=f"loss {ema:.4f}{val}  "
@@ -295,7 +302,8 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
     _save_result(out, model, opts)
     n = max(1, len(losses) // 10)
     info = {"steps": len(steps), "steps_run": done, "sequences": len(batches),
-            "val_sequences": len(val_batches), "val_losses": log["val"],
+            "val_sequences": len(val_batches), "val_start": log["val_start"],
+            "val_losses": log["val"],
             "best_step": best["step"] if best else done, "early_stop": early,
             "precision": prec, "device": device,
             "loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:])),
