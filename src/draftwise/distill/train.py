@@ -3,9 +3,9 @@
 LoRA on every linear layer of the blocks (peft's "all-linear": attention q/k/v/o and the MLP;
 not the output head), or `--full` fine-tuning. One optimizer step sees `batch_seqs` sequences;
 the loss is the divergence (losses.py) averaged over their continuation positions. A fraction
-of the prompts is kept out for validation after every epoch (early stopping, best weights kept). Precision:
-float32 master weights; with bfloat16 the matmuls run under torch.autocast (see README: on the
-development CPU, with AMX, a step takes 2-3x less time than in float32).
+of the prompts is kept out to validate after every epoch (early stopping, best weights kept).
+Precision: float32 master weights; with bfloat16 the matmuls run under torch.autocast (see
+README: on the development CPU, with AMX, a step takes 2-3x less time than in float32).
 
 Checkpoints (train/ckpt.pt: trainable weights, optimizer, step, losses) are written every
 CKPT_SECONDS and when the run is stopped (Ctrl-C, SIGTERM), always to a temporary file renamed
@@ -190,7 +190,8 @@ def trainable_state(model) -> dict:
 
 
 def save_ckpt(path, model, opt, step: int, log: dict) -> None:
-    """log: losses, tokens, seconds, val (losses per epoch), best (loss, step, state) or None."""
+    """log: losses, tokens, seconds, val_start and val (validation loss before training and per
+    epoch), best (loss, step, state) or None."""
     import torch
 
     state = {"step": step, "trainable": trainable_state(model), "optim": opt.state_dict(), **log}
