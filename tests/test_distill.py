@@ -186,6 +186,16 @@ def test_bins_lower_bound_the_full_divergence():
     assert torch.allclose(divergence("fkl", log_p, log_q), divergence("fkl", lp, lq), atol=2e-3)
 
 
+def test_report_rows_split_a_files_categories():
+    from draftwise.distill.evaluate import report_row
+
+    held = [{"group": "trained", "category": c} for c in ("translation", "qa")]
+    assert [report_row(r, "tqa", True) for r in held] == ["tqa/translation", "tqa/qa"]
+    assert report_row(held[0], "tqa", False) == "tqa"
+    assert report_row({"group": "other", "category": "qa"}, "tqa", True) == "qa"
+    assert report_row(held[1], None, False) == "qa"  # built-in categories: their own rows
+
+
 def test_sign_test_hand_computed():
     from draftwise.distill.evaluate import sign_test
 

@@ -106,6 +106,16 @@ def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
     return out
 
 
+def report_row(rec: dict, trained_label: str | None, several: bool) -> str:
+    """The report row of an evaluation record: its category; held-out prompts of a prompt file
+    (trained_label: the file's name) under the file's name, split by category when the file's
+    held-out prompts have several (name/category), so that they never merge with the other
+    categories' rows. The verdict pools every trained row."""
+    if rec["group"] != "trained" or not trained_label:
+        return rec["category"]
+    return f"{trained_label}/{rec['category']}" if several else trained_label
+
+
 def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backend],
              before: str, after: str, max_tokens: int, max_prompt_tokens: int,
              trained_label: str | None = None, progress=None) -> EvalResult:
@@ -114,14 +124,14 @@ def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backe
         return _load(read_json(run.path / "eval" / "report.json"))
     conts = _conts(run, split, target, max_tokens, max_prompt_tokens, progress)
     res = EvalResult({k: b.model_path for k, b in drafts.items()}, {}, before=before, after=after)
+    several = len({r["category"] for r in conts if r["group"] == "trained"}) > 1
     for rec in conts:
-        cat = trained_label if (rec["group"] == "trained" and trained_label) else rec["category"]
-        res.groups[cat] = rec["group"]
+        res.groups[report_row(rec, trained_label, several)] = rec["group"]
     res.tallies = {k: {c: Tally() for c in res.groups} for k in drafts}
     task = (progress.add_task("eval: teacher-forced", total=len(conts), info="")
             if progress else None)
     for rec in conts:
-        cat = trained_label if (rec["group"] == "trained" and trained_label) else rec["category"]
+        cat = report_row(rec, trained_label, several)
         if len(rec["cont"]) < 1:
             res.skipped.append(f"{rec['category']}/{rec['id']}")
         else:
