@@ -125,13 +125,13 @@ def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backe
     conts = _conts(run, split, target, max_tokens, max_prompt_tokens, progress)
     res = EvalResult({k: b.model_path for k, b in drafts.items()}, {}, before=before, after=after)
     several = len({r["category"] for r in conts if r["group"] == "trained"}) > 1
-    for rec in conts:
-        res.groups[report_row(rec, trained_label, several)] = rec["group"]
+    rows = [report_row(rec, trained_label, several) for rec in conts]
+    for rec, cat in zip(conts, rows):
+        res.groups[cat] = rec["group"]
     res.tallies = {k: {c: Tally() for c in res.groups} for k in drafts}
     task = (progress.add_task("eval: teacher-forced", total=len(conts), info="")
             if progress else None)
-    for rec in conts:
-        cat = report_row(rec, trained_label, several)
+    for rec, cat in zip(conts, rows):
         if len(rec["cont"]) < 1:
             res.skipped.append(f"{rec['category']}/{rec['id']}")
         else:
