@@ -650,6 +650,90 @@ def test_no_disk_space_for_the_export(tiny, in_home, monkeypatch):
     assert res.model.is_file() and registry.get("tiny-full-disk") is not None
 
 
+def test_adapter_trained_at_its_quantization_applied_by_llama_cpp(tiny, in_home):
+    """--adapter: training runs on the draft's own quantized weights (here the draft is already
+    the --quant file, Q8_0: at q4_0 the tiny random draft agrees too little to learn from) and
+    the export is a LoRA adapter GGUF: llama.cpp applying it to that file computes what the
+    trained HF model computes, the model loads by name everywhere a GGUF does, and what cannot
+    apply it says so."""
+    import torch
+
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.pipeline import run_distill
+    from draftwise.distill.train import make_trainable
+    from draftwise.export.common import gguf_file
+    from draftwise.loader import BackendOptions, cost_key, load_backend
+    from draftwise.models import registry
+    from draftwise.models.catalog import resolve
+    from draftwise.models.quantize import file_quant, quantize
+
+    name = "tiny-adapter"
+    res = run_distill(given(tiny, out=name, adapter=True, quant="q8_0"))
+    base = tiny["draft"]  # already Q8_0: trained as it is, registered by its path
+    lora = in_home / "models" / f"{name}.lora.gguf"
+    assert file_quant(base) == "q8_0" and lora.is_file() and not res.variants
+    assert not (in_home / "models" / "draft-q8_0.gguf").exists()
+    e = registry.get(name)
+    assert e.file == str(base) and e.adapter == lora.name and "adapter on the q8_0" in e.recipe
+    ref = resolve(name)
+    assert (ref.ref, ref.lora) == (str(base), str(lora))
+    g = read_gguf(lora)
+    assert g.get("general.type") == "adapter" and g.get("adapter.type") == "lora"
+    assert len(g.tensors) == 2 * 14 and not g.get("tokenizer.ggml.tokens")
+    # the trained HF model: the q4_0 weights, dequantized, plus the LoRA as trained
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model, _ = load_model(read_gguf(base))
+    model = make_trainable(model, 4, False)
+    set_peft_model_state_dict(model, load_file(str(res.run / "train" / "adapter.safetensors")))
+    ids = LlamaCppBackend(str(base), n_ctx=256, threads=1).tokenize(
+        "def quick the fox return tokens draft")
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+        with model.disable_adapter():
+            hf0 = model(torch.tensor([ids])).logits[0].numpy()
+    plain_be = LlamaCppBackend(str(base), n_ctx=256, threads=1)
+    plain = np.array(plain_be.forward(ids, len(ids)))
+    be = load_backend(name, BackendOptions(threads=1, n_ctx=256))
+    ll = np.array(be.forward(ids, len(ids)))
+    # llama.cpp rounds activations to 8 bits for quantized weights: compare what the adapter
+    # changes in each engine; it is large, and the same
+    moved = np.abs(hf - hf0).max()
+    assert moved > 0.2 * np.abs(hf0).max()
+    assert np.abs((ll - plain) - (hf - hf0)).max() < 0.1 * moved
+    assert np.abs(ll - hf).max() < 0.05 * np.abs(hf).max()
+    # held-out agreement rises at the draft's own quantization: with the adapter, without
+    rep = json.loads((res.run / "eval" / "report.json").read_text())
+    assert rep["before"] == str(tiny["draft"]) and rep["after"] == name
+    for c, grp in rep["groups"].items():
+        if grp == "trained":
+            b, a = rep["tallies"][rep["before"]][c], rep["tallies"][name][c]
+            assert a["agreement"] > b["agreement"] + 0.05
+    # persisted costs are kept apart from the plain q4_0 file's
+    assert cost_key(str(tiny["target"]), name, BackendOptions()) != \
+        cost_key(str(tiny["target"]), str(base), BackendOptions())
+    for call, msg in [
+        (lambda: load_backend(name, BackendOptions(backend="transformers")),
+         "is a LoRA adapter that llama.cpp applies"),
+        (lambda: quantize(name, "q8_0"), "has no weights of its own"),
+        (lambda: gguf_file(name, "llama-server"), "cannot apply an adapter to a draft"),
+        (lambda: LlamaCppBackend(str(base), n_ctx=256, threads=1, lora=str(lora) + ".gone"),
+         "could not apply the LoRA adapter"),
+        (lambda: LlamaCppBackend(str(base), n_ctx=256, threads=1, lora=str(base)),
+         "could not apply the LoRA adapter"),  # a model file, not an adapter
+    ]:
+        with pytest.raises(DraftwiseError, match=msg):
+            call()
+    r = subprocess.run([sys.executable, "-m", "draftwise.cli", "models", "path", name],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == [str(base), str(lora)], r.stderr
+    with pytest.raises(DraftwiseError, match="--adapter .* cannot go with --full"):
+        run_distill(given(tiny, out="tiny-adapter-full", adapter=True, full=True))
+
+
 # -- llama architecture and the real draft ----------------------------------------------------
 
 
@@ -679,6 +763,49 @@ def test_llama_gguf_loads_and_exports_byte_for_byte(tiny, tmp_path):
     assert all(t.data is not None for t in tensors)
     out = write_gguf(g, tmp_path / "again.gguf", tensors)
     assert out.read_bytes() == path.read_bytes()
+
+
+def test_llama_adapter_keeps_q_k_rows_permuted(tiny, tmp_path):
+    """A LoRA on a llama draft: B's rows are q/k output rows, permuted in GGUF like the weights;
+    llama.cpp applying the exported adapter to the F32 file matches the peft model."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.distill.export import lora_tensors, write_adapter
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.rundir import RunDir
+    from draftwise.distill.train import make_trainable
+    from draftwise.files import write_json
+
+    sd = {k: v for k, v in tiny["sd"].items() if "bias" not in k}
+    path = write_tiny_gguf(tmp_path / "llama.gguf", tiny["tok_dir"], tiny["tok"], sd,
+                           arch="llama", qtype="F32")
+    g = read_gguf(path)
+    model = make_trainable(load_model(g)[0], 4, False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:  # peft starts B at zero: give every adapter an effect
+                p.normal_(0, 0.05)
+    (tmp_path / "train").mkdir()
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()},
+              str(tmp_path / "train" / "adapter.safetensors"))
+    write_json(tmp_path / "train" / "adapter.json", {"r": 4, "lora_alpha": 8})
+    tensors, alpha = lora_tensors(RunDir(tmp_path), g)
+    assert alpha == 8 and len(tensors) == 2 * 14
+    lora = write_adapter(tmp_path / "llama.lora.gguf", "llama", alpha, tensors)
+    be = LlamaCppBackend(str(path), n_ctx=256, threads=1, lora=str(lora))
+    ids = be.tokenize("the quick fox return tokens")
+    ll = np.array(be.forward(ids, len(ids)))
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+        with model.disable_adapter():
+            hf0 = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(hf - hf0).max() > 0.2 * np.abs(hf0).max()
+    np.testing.assert_allclose(ll, hf, atol=0.01 * np.abs(hf).max())  # B unpermuted: misses by 6.8
 
 
 @pytest.mark.real

@@ -350,11 +350,12 @@ def models_list() -> None:
         t = Table("name", "parent", "size", "path", "recipe", title="local models")
         t.columns[0].no_wrap = t.columns[1].no_wrap = True
         for e in local.values():
-            for name, path in [(e.name, e.path)] + [(f"{e.name}-{q}", e.variant_path(q))
-                                                     for q in e.variants]:
+            for name, path in [(e.name, e.adapter_path or e.path)] + \
+                    [(f"{e.name}-{q}", e.variant_path(q)) for q in e.variants]:
                 size = f"{path.stat().st_size / 1e6:,.0f} MB" if path.is_file() else "missing"
+                how = e.recipe + (f"; LoRA adapter on {e.file}" if e.adapter else "")
                 t.add_row(name, e.parent if name == e.name else e.name, size, str(path),
-                          e.recipe if name == e.name else f"{e.name} re-encoded by llama.cpp")
+                          how if name == e.name else f"{e.name} re-encoded by llama.cpp")
         _out().print(t)
 
 
@@ -401,10 +402,11 @@ def models_quantize(
 
 @models_app.command("path")
 def models_path(name: str) -> None:
-    """Print the local path of a model."""
+    """Print the local path of a model (a LoRA-adapter model: its base, then its adapter)."""
     from draftwise.models.catalog import resolve
 
-    print(resolve(name).ref)
+    ref = resolve(name)
+    print(ref.ref if ref.lora is None else f"{ref.ref}\n{ref.lora}")
 
 
 @app.command()
@@ -456,6 +458,9 @@ def distill(
                                                "also continued by the target (default 0)"),
     quant: Optional[str] = typer.Option(None, "--quant", help="also make NAME-QUANT with llama.cpp "
                                         "(default q4_0; none to skip)"),
+    adapter: Optional[bool] = typer.Option(None, "--adapter", help="train on the draft at --quant "
+                                           "itself and export a LoRA adapter llama.cpp applies "
+                                           "at load (nothing is lost to requantizing)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="training precision: auto | float32 "
                                         "| bfloat16"),
     out: Optional[str] = typer.Option(None, "--out", help="name of the distilled model"),
@@ -474,7 +479,7 @@ def distill(
         n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
         mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
         steps=steps, lr=lr, val_fraction=val_fraction, samples=samples, target_mix=target_mix,
-        quant=quant, dtype=dtype,
+        quant=quant, adapter=adapter, dtype=dtype,
         out=out, seed=seed, threads=threads).items() if v is not None}
     if not resume:
         if not (target and draft):

@@ -78,6 +78,8 @@ def load_backend(name: str, opts: BackendOptions = BackendOptions()) -> Backend:
     ref = resolve(name)
     if ref.kind == "gguf":
         integrity.check(ref.ref)
+    if ref.lora is not None:
+        integrity.check(ref.lora)
     if uses_llama_cpp(name, opts.backend):
         if ref.kind != "gguf":
             raise DraftwiseError(f"the llama.cpp backend needs a GGUF file; {name} is a {ref.kind}"
@@ -85,7 +87,11 @@ def load_backend(name: str, opts: BackendOptions = BackendOptions()) -> Backend:
         from draftwise.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(ref.ref, n_ctx=opts.n_ctx, threads=opts.threads,
-                               gpu_layers=opts.gpu_layers, n_seq=opts.n_seq)
+                               gpu_layers=opts.gpu_layers, n_seq=opts.n_seq, lora=ref.lora)
+    if ref.lora is not None:
+        raise DraftwiseError(f"{name} is a LoRA adapter that llama.cpp applies to {ref.ref}; load "
+                             "it with the llama.cpp backend (or distill without --adapter for a "
+                             "merged GGUF the transformers backend reads)")
     if opts.n_seq > 1:
         raise DraftwiseError(f"the transformers backend serves one sequence at a time; use "
                              f"--parallel 1 for {name}, or a GGUF model on llama.cpp")
@@ -143,11 +149,12 @@ def cost_key(target: str, draft: str, opts: BackendOptions,
 
     def ident(name: str) -> str:
         try:
-            ref = resolve(name).ref
+            ref = resolve(name)
         except DraftwiseError:  # ngram, ngram+MODEL: the name is the identity
             return name
-        p = Path(ref)
-        return f"{p.resolve()}:{p.stat().st_size}" if p.is_file() else ref
+        files = [ref.ref, *([ref.lora] if ref.lora else [])]  # an adapter model: base + adapter
+        return "+".join(f"{Path(f).resolve()}:{Path(f).stat().st_size}" if Path(f).is_file()
+                        else f for f in files)
 
     key = [ident(target), ident(draft), opts.backend, opts.threads, os.cpu_count(), opts.dtype]
     return key if devices == ("cpu", "cpu") else [*key, list(devices)]  # CPU keys as before

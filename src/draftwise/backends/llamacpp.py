@@ -4,7 +4,8 @@ One context holds n_seq sequences in a unified KV cache (n_seq x n_ctx cells, sh
 batch mixing a long prompt chunk and one-token feeds stays one ubatch). A call is one
 `llama_batch` (split only past n_batch tokens) whose tokens carry their sequence and position,
 with a logits flag on exactly the positions asked for; logits are read as a zero-copy numpy view
-of llama.cpp's output buffer; rollback is `llama_memory_seq_rm` of one sequence.
+of llama.cpp's output buffer; rollback is `llama_memory_seq_rm` of one sequence. A LoRA adapter
+GGUF (`lora`) is applied on top of the model's own weights in every forward.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ class LlamaCppBackend(Backend):
     name = "llama.cpp"
 
     def __init__(self, path: str, n_ctx: int | None = 4096, threads: int | None = None,
-                 repack: bool = True, gpu_layers: int = 0, n_seq: int = 1):
+                 repack: bool = True, gpu_layers: int = 0, n_seq: int = 1,
+                 lora: str | None = None):
         """n_ctx: positions per sequence; gpu_layers: layers offloaded to the GPU (-1: all), needs
-        a GPU build of llama.cpp; n_seq: sequences held at once (batched serving)."""
+        a GPU build of llama.cpp; n_seq: sequences held at once (batched serving); lora: a LoRA
+        adapter GGUF for this model (`distill --adapter`)."""
         L = self._L = load_llama_cpp()
         self.model_path = path
         if not Path(path).is_file():
@@ -89,6 +92,8 @@ class LlamaCppBackend(Backend):
         if not self._ctx:
             L.llama_model_free(self._model)
             raise DraftwiseError(f"llama.cpp could not create a context of {self.n_ctx} for {path}")
+        if lora is not None:
+            self._apply_lora(lora)
         self._mem = L.llama_get_memory(self._ctx)
         self._n_batch = cp.n_batch
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
@@ -100,6 +105,20 @@ class LlamaCppBackend(Backend):
         bos = L.llama_vocab_bos(self._vocab)
         self.vocab = VocabInfo(n_vocab=n_vocab, n_tokens=n_vocab, bos_id=bos if bos >= 0 else None,
                                eos_ids=eog, add_bos=bool(L.llama_vocab_get_add_bos(self._vocab)))
+
+    def _apply_lora(self, path: str) -> None:
+        """Load the adapter (freed with the model) and set it on the context at scale 1."""
+        L = self._L
+        adapter = L.llama_adapter_lora_init(self._model, path.encode()) \
+            if Path(path).is_file() else None
+        if not adapter or L.llama_set_adapters_lora(
+                self._ctx, (L.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
+                (ctypes.c_float * 1)(1.0)) != 0:
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+            raise DraftwiseError(f"llama.cpp could not apply the LoRA adapter {path} to "
+                                 f"{self.model_path}: missing, or made for another model")
 
     @property
     def n_past(self) -> int:

@@ -62,6 +62,7 @@ class DistillOptions:
     gen_temperature: float | None = None
     dtype: str = "auto"  # training precision; auto: bfloat16 where the CPU has it (see train.py)
     quant: str | None = "q4_0"  # also write NAME-<quant> with llama.cpp's quantizer
+    adapter: bool = False  # train on the draft at `quant`, export a LoRA adapter (export.py)
     seed: int = 0
     threads: int | None = None
 
@@ -132,6 +133,10 @@ class DistillOptions:
             put("quant", None)
         if self.quant is not None and self.quant not in QUANTS:
             raise DraftwiseError(f"quant must be one of {', '.join(QUANTS)} or none")
+        if self.adapter and (self.full or self.layers or self.quant is None):
+            what = "--full" if self.full else "--layers" if self.layers else "--quant none"
+            raise DraftwiseError(f"--adapter trains a LoRA on the draft at --quant and cannot go "
+                                 f"with {what}; leave one of them out")
 
     @property
     def file(self) -> str | None:
@@ -168,6 +173,8 @@ class DistillOptions:
             parts.append(f"target mix {self.target_mix:g}")
         if self.layers:
             parts.append(f"{self.layers} blocks ({self.layer_choice})")
+        if self.adapter:
+            parts.append(f"adapter on the {self.quant} draft")
         return "; ".join(parts)
 
 

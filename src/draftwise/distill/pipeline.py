@@ -152,7 +152,10 @@ def _keep(g: GGUFFile, opts: DistillOptions, split) -> list[int]:
 
 
 def _base(run: RunDir, opts: DistillOptions, draft_path: str, split, say) -> GGUFFile:
-    """The draft to train: the draft itself, or with --layers its cut (base.gguf)."""
+    """The draft to train: the draft itself, with --adapter the draft at --quant, or with
+    --layers its cut (base.gguf)."""
+    if opts.adapter:
+        return read_gguf(_parent_variant(opts, draft_path, say))
     g = read_gguf(draft_path)
     if not opts.layers:
         return g
@@ -178,17 +181,20 @@ def _busy_note(opts: DistillOptions, say) -> None:
             "--threads 1 avoids threads waiting on each other")
 
 
-def _llama(path: str, opts: DistillOptions):
+def _llama(path: str, opts: DistillOptions, lora: str | None = None):
     from draftwise.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(path, n_ctx=opts.max_prompt_tokens + opts.max_tokens + 16,
-                           threads=opts.threads)
+                           threads=opts.threads, lora=lora)
 
 
 def _parent_variant(opts: DistillOptions, draft_path: str, say) -> str | None:
-    """The stock draft at the export's quantization (made like `models quantize` if missing)."""
-    from draftwise.models.quantize import quantize
+    """The stock draft at the export's quantization (made like `models quantize` if missing;
+    the draft itself when it is a file of that quantization)."""
+    from draftwise.models.quantize import file_quant, quantize
 
+    if file_quant(Path(draft_path)) == opts.quant:
+        return draft_path
     try:
         return resolve(f"{opts.draft}-{opts.quant}").ref
     except DraftwiseError:
@@ -271,7 +277,10 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
         paths[f"{opts.out} (cut, untrained)"] = str(base.path)
     paths[opts.out] = exp["file"]
     before, after = opts.draft, opts.out
-    if opts.quant in exp["variants"]:
+    if opts.adapter:  # the draft at --quant, without and with the adapter
+        before = opts.draft if str(base.path) == draft_path else f"{opts.draft}-{opts.quant}"
+        paths = {before: str(base.path), after: str(base.path)}
+    elif opts.quant in exp["variants"]:
         paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
         paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
         before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
@@ -279,7 +288,7 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
     drafts = {}
     try:
         for label, p in paths.items():
-            drafts[label] = _llama(p, opts)
+            drafts[label] = _llama(p, opts, exp.get("adapter") if label == after else None)
         label = "+".join(opts.categories) if opts.categories else Path(opts.file).stem
         return run_eval(run, split, target, drafts, before, after, opts.max_tokens,
                         opts.max_prompt_tokens, trained_label=None if opts.categories else label,

@@ -193,12 +193,22 @@ def link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def hf_dir(name: str, dtype: str) -> Path | str:
-    """An HF directory for `name`: as it is, or a GGUF file dequantized (once, cached); a hub id
-    is returned as is (the engine downloads it)."""
+def _no_adapter(name: str, engine: str):
+    """resolve(name), refusing a LoRA-adapter draft: no engine applies an adapter to a draft."""
     from draftwise.models.catalog import resolve
 
     ref = resolve(name)
+    if ref.lora is not None:
+        raise DraftwiseError(f"{name} is a LoRA adapter on {Path(ref.ref).name}, and {engine} "
+                             "cannot apply an adapter to a draft model; distill it without "
+                             "--adapter to get one merged GGUF file")
+    return ref
+
+
+def hf_dir(name: str, dtype: str) -> Path | str:
+    """An HF directory for `name`: as it is, or a GGUF file dequantized (once, cached); a hub id
+    is returned as is (the engine downloads it)."""
+    ref = _no_adapter(name, "this engine")
     if ref.kind == "hub":
         return ref.ref
     if ref.kind == "hf_dir":
@@ -215,9 +225,7 @@ def hf_dir(name: str, dtype: str) -> Path | str:
 
 def gguf_file(name: str, engine: str) -> Path:
     """The GGUF file of `name`; engines that load GGUF only take GGUF."""
-    from draftwise.models.catalog import resolve
-
-    ref = resolve(name)
+    ref = _no_adapter(name, engine)
     if ref.kind != "gguf":
         what = "hub model" if ref.kind == "hub" else "HF directory"
         raise DraftwiseError(f"{engine} loads GGUF files and {name} is an {what}; convert it with "

@@ -60,11 +60,13 @@ def variant_path(base: str, quant: str) -> Path:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved model: kind is 'gguf', 'hf_dir' or 'hub'; ref is a path or a hub id."""
+    """A resolved model: kind is 'gguf', 'hf_dir' or 'hub'; ref is a path or a hub id; lora: a
+    LoRA adapter GGUF applied on top of ref (a `distill --adapter` model), else None."""
 
     kind: str
     ref: str
     name: str
+    lora: str | None = None
 
 
 def resolve(name: str) -> ModelRef:
@@ -105,8 +107,12 @@ def _resolve_local(name: str) -> ModelRef | None:
 
     entries = registry.load()
     m = _VARIANT.match(name)
+    lora = None
     if name in entries:
         path = entries[name].path
+        if (lora := entries[name].adapter_path) is not None and not lora.is_file():
+            raise DraftwiseError(f"local model {name} is registered but its adapter {lora} is "
+                                 "missing; make it again with `draftwise distill`")
     elif m and m["base"] in entries and (vp := entries[m["base"]].variant_path(m["quant"])):
         path = vp
     else:
@@ -114,4 +120,4 @@ def _resolve_local(name: str) -> ModelRef | None:
     if not path.is_file():
         raise DraftwiseError(f"local model {name} is registered but {path} is missing; "
                              "make it again with `draftwise distill`")
-    return ModelRef("gguf", str(path), name)
+    return ModelRef("gguf", str(path), name, str(lora) if lora else None)

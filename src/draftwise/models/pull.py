@@ -163,7 +163,8 @@ def verify_models(names: list[str]) -> Iterator[tuple[str, Path, str]]:
     """Re-hash models: (name, path, outcome) each, outcome 'verified', 'unrecorded' (nothing to
     compare with) or the one-line error. No names: every catalog model and variant on disk."""
     if names:
-        targets = [(n, Path(catalog.resolve(n).ref)) for n in names]
+        refs = [(n, catalog.resolve(n)) for n in names]
+        targets = [(n, Path(p)) for n, r in refs for p in (r.ref, r.lora) if p is not None]
         for n, p in targets:
             if p.suffix != ".gguf":
                 raise DraftwiseError(f"{n} is not a GGUF file; only GGUF models are verified")

@@ -47,6 +47,17 @@ def gguf_file_type(path: Path) -> int | None:
     return None if ft is None else int(ft)
 
 
+def file_quant(path: Path) -> str | None:
+    """The quantization a GGUF file says it is (`q4_0`, `q8_0`, ...), or None if it says none."""
+    import gguf
+
+    ft = gguf_file_type(path)
+    try:
+        return None if ft is None else gguf.LlamaFileType(ft).name.removeprefix("MOSTLY_").lower()
+    except ValueError:
+        return None
+
+
 def requantize_note(src_quant: str, quant: str) -> str:
     """What re-encoding an already-quantized `src_quant` file to `quant` is worth."""
     s, q = src_quant.upper(), quant.upper()
@@ -87,6 +98,9 @@ def quantize(base: str, quant: str, allow_requantize: bool = False, threads: int
         if src is None and not inp.is_file():
             raise DraftwiseError(f"model {base} is not downloaded; run `draftwise models pull {base}`")
     elif (local := registry.get(base)) is not None:  # made here (`distill`): NAME-QUANT
+        if local.adapter:
+            raise DraftwiseError(f"{base} is a LoRA adapter on {local.file}, trained at that "
+                                 "quantization; it has no weights of its own to quantize")
         inp, out = Path(src) if src else local.path, models_dir() / f"{local.path.stem}-{quant}.gguf"
         allow_requantize = True  # a local model exists to be quantized
     else:

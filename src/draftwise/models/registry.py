@@ -2,7 +2,9 @@
 
 Each entry names a GGUF file in the models directory, the model it was made from (parent), the
 target it was made for, and how (recipe); quantized variants made alongside it are listed by
-quantization. catalog.resolve() looks names up here, so every command takes them by name.
+quantization. A model made as a LoRA adapter (`distill --adapter`) names its base file (the
+parent at the quantization it was trained on) and the adapter file; llama.cpp applies one on the
+other. catalog.resolve() looks names up here, so every command takes them by name.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from draftwise.models.store import models_dir
 
 @dataclass(frozen=True)
 class LocalModel:
-    """name -> models_dir()/file; variants: quant -> file."""
+    """name -> models_dir()/file (+ models_dir()/adapter, a LoRA GGUF, when set); variants: quant
+    -> file."""
 
     name: str
     file: str
@@ -28,10 +31,15 @@ class LocalModel:
     created: str
     variants: dict[str, str] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    adapter: str | None = None
 
     @property
     def path(self) -> Path:
         return models_dir() / self.file
+
+    @property
+    def adapter_path(self) -> Path | None:
+        return models_dir() / self.adapter if self.adapter else None
 
     def variant_path(self, quant: str) -> Path | None:
         f = self.variants.get(quant)
