@@ -10,7 +10,7 @@ so the two compare like for like.
 
 With --adapter the draft was trained at --quant itself (q4_0 weights, dequantized) and the result
 is a LoRA adapter GGUF (NAME.lora.gguf: general.type adapter, per trained tensor `.lora_a`
-[r, in] and `.lora_b` [out, r] in float32, alpha) that llama.cpp applies to that same file at
+[r, in] and `.lora_b` [out, r] in float32) that llama.cpp applies to that same file at
 load: requantizing merged weights rounds most of a small LoRA update away, an adapter keeps it.
 """
 
@@ -78,10 +78,13 @@ def trained_tensors(base: GGUFFile, sd: dict, changed: set[str]) -> list[NewTens
 
 def lora_tensors(run: RunDir, base: GGUFFile) -> tuple[list[tuple[str, np.ndarray]], float]:
     """The trained LoRA in llama.cpp's adapter layout, (GGUF name + `.lora_a` / `.lora_b`, float32
-    array) in the base file's tensor order, and alpha (llama.cpp scales B A by alpha / r)."""
+    array) in the base file's tensor order, and the alpha to write. llama.cpp scales B A by
+    alpha / r, one more graph node per layer unless that is 1: B comes scaled, alpha = r."""
     from safetensors.numpy import load_file
 
     train = run.path / "train"
+    cfg = read_json(train / "adapter.json")
+    scale = cfg["lora_alpha"] / cfg["r"]
     sd = load_file(str(train / "adapter.safetensors"))
     hf = {k.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight"): k
           for k in sd if ".lora_A." in k}
@@ -95,8 +98,8 @@ def lora_tensors(run: RunDir, base: GGUFFile) -> tuple[list[tuple[str, np.ndarra
         if (perm := lay.qk_perm(name)) is not None:  # B's rows are the permuted output rows
             b = permute(b, *perm)
         out += [(f"{gn}.lora_a", np.ascontiguousarray(a, np.float32)),
-                (f"{gn}.lora_b", np.ascontiguousarray(b, np.float32))]
-    return out, float(read_json(train / "adapter.json")["lora_alpha"])
+                (f"{gn}.lora_b", np.ascontiguousarray(b * scale, np.float32))]
+    return out, float(cfg["r"])
 
 
 def write_adapter(path: Path, arch: str, alpha: float,
