@@ -712,7 +712,10 @@ def test_adapter_trained_at_its_quantization_applied_by_llama_cpp(tiny, in_home)
         if grp == "trained":
             b, a = rep["tallies"][rep["before"]][c], rep["tallies"][name][c]
             assert a["agreement"] > b["agreement"] + 0.05
-    # persisted costs are kept apart from the plain q4_0 file's
+    from draftwise.bench.drafts import quant_of
+
+    assert quant_of(name) == "q8_0+lora"  # bench's quant column
+    # persisted costs are kept apart from the plain file's
     assert cost_key(str(tiny["target"]), name, BackendOptions()) != \
         cost_key(str(tiny["target"]), str(base), BackendOptions())
     for call, msg in [

@@ -11,7 +11,8 @@ from draftwise.drafters.base import Drafter
 from draftwise.drafters.hybrid import HybridDrafter, hybrid_base
 from draftwise.errors import DraftwiseError
 from draftwise.loader import BackendOptions, make_drafter
-from draftwise.models.catalog import QUANTS, catalog
+from draftwise.models.catalog import QUANTS, catalog, resolve
+from draftwise.models.quantize import file_quant
 
 _QUANT = re.compile(rf"(?:^|[-_.])({'|'.join(QUANTS)}|f16|bf16|f32)(?:$|[-_.])", re.I)
 
@@ -34,12 +35,19 @@ def load_drafter(name: str, target: Backend, opts: BackendOptions, p_min: float 
 
 
 def quant_of(name: str) -> str:
-    """The quantization of a draft: `-` for ngram, from the catalog or the name/file, else `?`."""
+    """The quantization of a draft: `-` for ngram, from the catalog, the name, else the GGUF
+    file's header (`+lora` when an adapter rides on it); `?` when none says."""
     base = hybrid_base(name) or name
     if base.lower() == "ngram":
         return "-"
     cat = catalog()
     if base in cat:
         return cat[base].quant
-    m = _QUANT.search(Path(base).name.lower().removesuffix(".gguf"))
-    return m[1] if m else "?"
+    if m := _QUANT.search(Path(base).name.lower().removesuffix(".gguf")):
+        return m[1]
+    try:
+        ref = resolve(base)
+    except DraftwiseError:
+        return "?"
+    q = file_quant(Path(ref.ref)) if ref.kind == "gguf" else None
+    return (q or "?") + ("+lora" if ref.lora else "")
