@@ -171,17 +171,16 @@ def run_export(run: RunDir, opts: DistillOptions, base: GGUFFile, parent: str,
         integrity.write_record(path, integrity.sha256_file(path),
                                f"delete {run.path / 'export'} and run `draftwise distill --out "
                                f"{opts.out} --resume` to export it again")
-        ft = file_quant(path)
-        if opts.quant and not opts.adapter and ft is not None and ft != opts.quant:
+        if opts.quant and not opts.adapter and file_quant(path) not in (None, opts.quant):
             vpath = path.with_name(f"{opts.out}-{opts.quant}.gguf")
             made.append(vpath)
             with _quiet("draftwise.models.quantize"):
                 q = quantize(str(path), opts.quant, allow_requantize=True, threads=opts.threads,
                              progress=False)
             variants[opts.quant] = q.name
-        # an adapter model's file is its base: by name in the models directory, else by path
-        file = (path.name if not opts.adapter else base.path.name
-                if base.path.parent == models_dir() else str(base.path))
+        file = path.name
+        if opts.adapter:  # its file is its base: by name in the models directory, else by path
+            file = base.path.name if base.path.parent == models_dir() else str(base.path)
         registry.register(registry.LocalModel(
             name=opts.out, file=file, parent=parent, target=opts.target,
             recipe=opts.recipe(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -272,18 +272,19 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
               base: GGUFFile, exp: dict, say, bar) -> EvalResult:
     if run.is_done("eval"):
         return run_eval(run, split, None, {}, "", "", 0, 0)
-    paths = {opts.draft: draft_path}
-    if opts.layers:
-        paths[f"{opts.out} (cut, untrained)"] = str(base.path)
-    paths[opts.out] = exp["file"]
     before, after = opts.draft, opts.out
     if opts.adapter:  # the draft at --quant, without and with the adapter
         before = opts.draft if str(base.path) == draft_path else f"{opts.draft}-{opts.quant}"
         paths = {before: str(base.path), after: str(base.path)}
-    elif opts.quant in exp["variants"]:
-        paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
-        paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
-        before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
+    else:
+        paths = {opts.draft: draft_path}
+        if opts.layers:
+            paths[f"{opts.out} (cut, untrained)"] = str(base.path)
+        paths[opts.out] = exp["file"]
+        if opts.quant in exp["variants"]:
+            paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
+            paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
+            before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
     target = _llama(target_path, opts)
     drafts = {}
     try:
