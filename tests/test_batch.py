@@ -10,7 +10,7 @@ from tiny import build_tokenizer, low_rank_noise, random_qwen2, write_tiny_gguf
 from draftwise.backends.base import Feed
 from draftwise.config import GenerateConfig, SpecConfig
 from draftwise.drafters.model import ModelDrafter
-from draftwise.engine import Batch, Engine, Run
+from draftwise.engine import PACK, Batch, Engine, Run
 from draftwise.policy import FixedK
 from draftwise.policy.load import CostTable, LoadAwareK, LoadParams
 
@@ -115,29 +115,48 @@ def test_concurrent_greedy_equals_alone(ggufs, alone, chunk):
     assert batch.free == 4
 
 
-def test_a_new_run_gets_its_first_token_in_the_step_that_finishes_its_prompt(ggufs, alone):
-    """Prompts arriving together are fed one after another, each finished before the next starts
-    (chunk permitting); a run's first token (the target's own, k = 0) comes in the step that
-    finishes its prompt, and the runs already decoding take one token each (k = 0) meanwhile."""
+@pytest.mark.parametrize("chunk", [None, 64])
+def test_a_new_run_gets_its_first_token_in_the_step_that_finishes_its_prompt(ggufs, chunk):
+    """Prompts arriving together are fed one per step, each finished before the next starts
+    (however much room the step has); a run's first token (the target's own, k = 0) comes in the
+    step that finishes its prompt, and the runs already decoding take one token each (k = 0)
+    meanwhile. The draft model gets no prompt until no prompt is fed, then all of them."""
     eng = engine(ggufs, 3)
-    ids = [eng.prompt_ids(p) for p in PROMPTS[:3]]
-    chunk = max(len(x) - 1 for x in ids) + 1  # room for one prompt, not two
+    ids = [eng.prompt_ids(" ".join(PROMPTS[i:] + PROMPTS[:i])) for i in range(3)]
+    assert min(len(x) for x in ids) > PACK
     batch = Batch(eng, n_seq=3, chunk=chunk, load=LoadAwareK())
     cfg = GenerateConfig(max_tokens=40)
     runs = [Run(eng, x, cfg, None) for x in ids]
     for r in runs:
         batch.add(r)
+    draft = eng.drafter.model_backend()
     for i in range(3):  # step i finishes prompt i; runs 0..i-1 decode one token each
         stepped = batch.step()
         assert [run for run, _ in stepped] == runs[:i] + [runs[i]]
         assert all(r.k == 0 and len(r.tokens) == 1 for _, r in stepped)
         assert [r.n_fed for r in runs] == [len(x) - 1 if j <= i else 0 for j, x in enumerate(ids)]
-    stepped = batch.step()  # all prompts in: speculation resumes
+        assert [draft.seq_past(s) for s in range(3)] == [0, 0, 0]
+    stepped = batch.step()  # all prompts in: the draft catches up, speculation resumes
     assert len(stepped) == 3 and max(r.k for _, r in stepped) > 0
+    assert all(draft.seq_past(r.seq) >= len(r.ids) - 1 for r in runs)
     while not all(r.done for r in runs):
         batch.step()
-    for p, r in zip(PROMPTS, runs):
-        assert same(r.tokens, alone[p]), p
+    for r in runs:
+        ref = eng.generate(r.ids, cfg, trace_margins=True)
+        assert same(r.tokens, ref)
+
+
+def test_short_prompts_share_a_step(ggufs):
+    """Prompts of at most PACK tokens in all are fed in one step: each gets its first token."""
+    eng = engine(ggufs, 3)
+    ids = [eng.prompt_ids(p) for p in (PROMPTS[4], PROMPTS[1], PROMPTS[0])]
+    assert len(ids[0]) + len(ids[1]) - 2 <= PACK < sum(len(x) - 1 for x in ids)
+    batch = Batch(eng, n_seq=3, load=LoadAwareK())
+    runs = [Run(eng, x, GenerateConfig(max_tokens=8), None) for x in ids]
+    for r in runs:
+        batch.add(r)
+    assert [run for run, _ in batch.step()] == runs[:2]
+    assert [run for run, _ in batch.step()] == runs
 
 
 def test_a_stopped_run_frees_its_sequence_mid_batch(ggufs, alone):

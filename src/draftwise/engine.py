@@ -34,6 +34,9 @@ from draftwise.text import Detokenizer, StopMatcher
 from draftwise.verifier import verify
 
 log = logging.getLogger("draftwise")
+# Prompts that share one Batch step at most this many tokens in all: below it a step costs
+# about its fixed part (the weights read once), above it each prompt token adds its own time.
+PACK = 16
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,8 @@ class Engine:
         """One round for each ask (distinct sequences); `prefill`: prompt chunks (no logits, one
         per sequence) for the target, in the same decode. A sequence may have both: its prompt's
         rest, then its first round (k = 0: the target's own first token). draft_prefill: the
-        drafter's prompt chunks (default: the same; a Batch feeds the draft one step later, off
-        the first token's path). The caller appends each Round.tokens to its ctx."""
+        drafter's prompt chunks (default: the same; a Batch feeds the draft once no prompt is
+        fed, off the first token's path). The caller appends each Round.tokens to its ctx."""
         tgt, drafter = self.target, self.drafter
         if drafter is not None:
             drafter.prefill_many(list(prefill if draft_prefill is None else draft_prefill))
@@ -222,7 +225,7 @@ class Run:
         self.rng = np.random.default_rng(cfg.sampling.seed)
         self.seq = -1  # the cache sequence, while in a batch
         self.n_fed = 0  # prompt ids the target's cache holds (all but the last when prefilled)
-        self.n_fed_dft = 0  # prompt ids fed to the drafter (one step behind n_fed)
+        self.n_fed_dft = 0  # prompt ids fed to the drafter (behind n_fed while prompts are fed)
         self.t_start = 0.0  # when decoding began
         self._text: list[str] = []
         self._stopped = False  # a stop string ended it: nothing is flushed
@@ -317,16 +320,17 @@ class Run:
 class Batch:
     """Up to n_seq runs of one engine, stepped together.
 
-    Each step feeds the target the prompts of runs being admitted, oldest first, at most `chunk`
-    tokens in all (None: no limit); a prompt is started only if this step can finish it, unless
-    it is the first (then it continues in the next steps), so that each new run gets its first
-    token as soon as its own prompt is in. A run whose prompt is finished decodes its first token
-    in that same step (the target's own, after what a lookup drafts for free: no draft model
-    runs for it yet); the drafter gets each chunk one step later, before the run's first draft.
-    While prompts are fed, the other runs decode one token each (k = 0): the step is
-    compute-bound, drafted rows would cost as much as prompt rows and delay the newcomer's first
-    token. Otherwise a run's K comes from its own policy; runs without one share the K that
-    `load` picks for the step.
+    Each step feeds the target the prompt of the oldest run being admitted, at most `chunk`
+    tokens (None: no limit; a longer prompt continues in the next steps). It finishes one prompt
+    at most, unless the prompts together are at most PACK tokens: prefill is compute-bound here,
+    so a prompt sharing a step would delay the other's first token by its own prefill time and
+    save only one step's fixed cost. A run whose prompt is finished decodes its first token in
+    that same step (the target's own, after what a lookup drafts for free: no draft model runs
+    for it yet). While prompts are fed, the other runs decode one token each (k = 0): drafted
+    rows would cost as much as prompt rows and delay the newcomer's first token. So the drafter
+    needs a prompt only once no prompt is being fed: it gets every prompt it lacks then, in the
+    step of the run's first draft, off every first token's path. Otherwise a run's K comes from
+    its own policy; runs without one share the K that `load` picks for the step.
     """
 
     def __init__(self, engine: Engine, n_seq: int = 1, chunk: int | None = None,
@@ -366,22 +370,22 @@ class Batch:
         """One iteration; returns each decoding run with the round it committed."""
         t0 = time.perf_counter()
         decoding = [r for r in self.runs if r.prefilled and not r.done]
-        lagging = [r for r in self.runs if r.n_fed_dft < r.n_fed]
-        draft_prefill = [Feed(r.seq, r.ids[r.n_fed_dft:r.n_fed], 0) for r in lagging]
-        for r in lagging:
-            r.n_fed_dft = r.n_fed
         prefill, filling, left = [], [], self.chunk or sys.maxsize
         for run in self.runs:
             if run.prefilled:
                 continue
             rest = len(run.ids) - 1 - run.n_fed
-            if left <= 0 or (filling and rest > left):
+            if filling and (rest > left or sum(len(f.tokens) for f in prefill) + rest > PACK):
                 break
             n = min(rest, left)
             prefill.append(Feed(run.seq, run.ids[run.n_fed:run.n_fed + n], 0))
             run.n_fed += n
             left -= n
             filling.append(run)
+        lagging = [] if prefill else [r for r in self.runs if r.n_fed_dft < r.n_fed]
+        draft_prefill = [Feed(r.seq, r.ids[r.n_fed_dft:r.n_fed], 0) for r in lagging]
+        for r in lagging:
+            r.n_fed_dft = r.n_fed
         ready = [run for run in filling if run.prefilled]
         asks = [run.ask(k) for run, k in
                 zip(decoding, [0] * len(decoding) if prefill else self._ks(decoding))]
