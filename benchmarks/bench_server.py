@@ -311,6 +311,9 @@ def main() -> None:
             print(f"{name:<{w}} {n:>7} {1000 * row['ttft_p50']:>8.0f} {1000 * row['ttft']:>7.0f} "
                   f"{1000 * row['ttft_p90']:>7.0f} {row['stream']:>12.1f} {row['total']:>11.1f} "
                   f"{alpha:>6} {row['errors']:>6} {row['total'] / base['total']:>6.2f}x {same:>7}")
+    for (name, n), rs in rows.items():  # what went wrong, once per kind
+        for err in dict.fromkeys(r["error"] for r in rs if "error" in r):
+            print(f"error: {name}, {n} clients: {err}")
 
 
 if __name__ == "__main__":
