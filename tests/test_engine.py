@@ -105,6 +105,20 @@ def test_stop_string_eos_and_budget(pair):
     stop = full.text[5:8]
     cut = engine.generate("The quick", GenerateConfig(max_tokens=30, stop=(stop,)))
     assert cut.text == full.text[:full.text.index(stop)] and cut.stats.finish_reason == "stop"
+    # A stop string inside a round: the tokens and their count (usage) are plain decoding's, up
+    # to the token that completes the stop string, not the whole round's. (Stop strings are
+    # text: none with the replacement character this random model's stray bytes decode to.)
+    ar = Engine(target)
+    n_mid = 0
+    stops = [full.text[i:i + 2] for i in range(1, 24) if "\ufffd" not in full.text[i:i + 2]]
+    assert len(stops) >= 5
+    for stop in stops:
+        cfg = GenerateConfig(max_tokens=30, stop=(stop,))
+        got, want = engine.generate("The quick", cfg), ar.generate("The quick", cfg)
+        assert got.text == want.text and got.tokens == want.tokens
+        assert got.stats.n_generated == want.stats.n_generated == len(want.tokens)
+        n_mid += got.stats.n_rounds < want.stats.n_rounds
+    assert n_mid > 0
     eos_engine = Engine(target, ModelDrafter(draft), SpecConfig(k=3))
     eos_id = full.tokens[3]  # pretend this token ends generation
     object.__setattr__(target.vocab, "eos_ids", frozenset([eos_id]))

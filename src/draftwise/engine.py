@@ -277,7 +277,24 @@ class Run:
         if hit:
             self.stats.finish_reason = "stop"
             self._stopped = True
+            self._cut_at_stop()
         return out
+
+    def _cut_at_stop(self) -> None:
+        """Keep the tokens plain decoding would have made: up to the first one whose text
+        completes the stop string. The later ones were verified in the same round, or decoded
+        while an incomplete character held the text back; they are not part of the answer.
+        Binary search: the stop string, once in the text, stays in every longer prefix."""
+        decode, toks = self.engine.target.detokenize, self.tokens
+        if not self._stop.found(decode(toks)):
+            return
+        lo, hi = 0, len(toks)  # found in decode(toks[:hi]), not in toks[:lo]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self._stop.found(decode(toks[:mid])) else (mid, hi)
+        self.stats.n_generated -= len(toks) - hi
+        del toks[hi:]
+        del self.margins[hi:]
 
     def flush(self) -> str:
         """The text held back at the end (partial characters, a possible stop string's start)."""

@@ -59,6 +59,10 @@ class StopMatcher:
         self.pending = text[len(text) - hold:] if hold else ""
         return text[:len(text) - hold], False
 
+    def found(self, text: str) -> bool:
+        """Whether text contains a stop string."""
+        return any(s in text for s in self.stops)
+
     def flush(self) -> str:
         out, self.pending = self.pending, ""
         return out
