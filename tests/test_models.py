@@ -556,3 +556,54 @@ def test_llama_cpp_log_stays_out_of_errors(tmp_path):
                        text=True, timeout=300, env={**os.environ, "DRAFTWISE_HOME": str(tmp_path),
                                                     "DRAFTWISE_VERBOSE": "1"})
     assert "control-looking token" in r.stderr  # still there for whoever asks
+
+
+def test_models_rm_deletes_only_what_no_other_model_uses(tmp_path):
+    """`models rm`: a merged model goes with its variants; an adapter model's base stays while
+    another adapter uses it, and always when it is a catalog file or one re-encoded from it; an
+    unknown name is one line."""
+    from draftwise.models.registry import LocalModel, load, register
+
+    home = tmp_path / "home"
+    env = {**os.environ, "DRAFTWISE_HOME": str(home)}
+    models = home / "models"
+    models.mkdir(parents=True)
+    stock = variant_path("qwen2.5-coder-0.5b", "q4_0").name  # a stock draft re-encoded
+    files = ["a.gguf", "a-q4_0.gguf", "base.gguf", "b.lora.gguf", "c.lora.gguf", "d.lora.gguf",
+             stock]
+    for f in files:
+        (models / f).write_bytes(b"GGUF")
+
+    def entry(name, file, **kw):
+        return LocalModel(name, file, "parent", "target", "recipe", "now", **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRAFTWISE_HOME", str(home))
+        register(entry("a", "a.gguf", variants={"q4_0": "a-q4_0.gguf"}))
+        for n in "bc":
+            register(entry(n, "base.gguf", adapter=f"{n}.lora.gguf"))
+        register(entry("d", stock, adapter="d.lora.gguf"))
+
+    def rm(*names):
+        return subprocess.run([sys.executable, "-m", "draftwise.cli", "models", "rm", *names],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    def left():
+        return sorted(p.name for p in models.glob("*.gguf"))
+
+    r = rm("a", "b")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["removed a", f"  deleted {models / 'a.gguf'}",
+                                     f"  deleted {models / 'a-q4_0.gguf'}", "removed b",
+                                     f"  deleted {models / 'b.lora.gguf'}"]
+    assert left() == sorted(["base.gguf", "c.lora.gguf", "d.lora.gguf", stock])
+    assert rm("c", "d").returncode == 0
+    assert left() == [stock]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRAFTWISE_HOME", str(home))
+        assert load() == {}
+    r = rm("a")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: a is not a local model (one made by distill); `draftwise models list` shows the "
+        "local models"]

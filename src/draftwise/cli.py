@@ -400,6 +400,22 @@ def models_quantize(
     print(quantize(base, to, allow_requantize=allow_requantize, threads=threads))
 
 
+@models_app.command("rm")
+def models_rm(names: list[str] = typer.Argument(..., help="local models (made by distill)")) \
+        -> None:
+    """Remove local models: their registry entries and the files only they use."""
+    from draftwise.models import catalog
+    from draftwise.models.registry import remove
+
+    # catalog files and their re-encodings (an adapter model's base is one) are not distill's
+    keep = frozenset([e.file for e in catalog.catalog().values()]
+                     + [catalog.variant_path(n, q).name for n in catalog.catalog()
+                        for q in catalog.QUANTS])
+    for name in names:
+        gone = remove(name, keep)
+        print(f"removed {name}" + "".join(f"\n  deleted {p}" for p in gone))
+
+
 @models_app.command("path")
 def models_path(name: str) -> None:
     """Print the local path of a model (a LoRA-adapter model: its base, then its adapter)."""

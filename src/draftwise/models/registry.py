@@ -79,7 +79,20 @@ def register(entry: LocalModel) -> None:
     _save(entries)
 
 
-def unregister(name: str) -> None:
+def remove(name: str, keep: frozenset[str] = frozenset()) -> list[Path]:
+    """Unregister a local model and delete the files only it uses (its merged GGUF or adapter,
+    its variants); a file another local model names, or one in `keep` (catalog files: an
+    adapter model's base), stays. Returns the deleted paths."""
     entries = load()
-    if entries.pop(name, None) is not None:
-        _save(entries)
+    e = entries.pop(name, None)
+    if e is None:
+        raise DraftwiseError(f"{name} is not a local model (one made by distill); `draftwise "
+                             "models list` shows the local models")
+    used = {f for o in entries.values() for f in (o.file, o.adapter, *o.variants.values()) if f}
+    own = [f for f in dict.fromkeys((e.file, e.adapter, *e.variants.values()))
+           if f and f not in used and f not in keep]
+    _save(entries)  # first: a model half-deleted is never left registered
+    gone = [models_dir() / f for f in own if (models_dir() / f).is_file()]
+    for path in gone:
+        path.unlink()
+    return gone
