@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -404,13 +405,11 @@ def models_quantize(
 def models_rm(names: list[str] = typer.Argument(..., help="local models (made by distill)")) \
         -> None:
     """Remove local models: their registry entries and the files only they use."""
-    from draftwise.models import catalog
+    from draftwise.models.pull import list_models
     from draftwise.models.registry import remove
 
     # catalog files and their re-encodings (an adapter model's base is one) are not distill's
-    keep = frozenset([e.file for e in catalog.catalog().values()]
-                     + [catalog.variant_path(n, q).name for n in catalog.catalog()
-                        for q in catalog.QUANTS])
+    keep = frozenset(Path(m["path"]).name for m in list_models())
     for name in names:
         gone = remove(name, keep)
         print(f"removed {name}" + "".join(f"\n  deleted {p}" for p in gone))

@@ -387,17 +387,17 @@ class Batch:
         """One iteration; returns each decoding run with the round it committed."""
         t0 = time.perf_counter()
         decoding = [r for r in self.runs if r.prefilled and not r.done]
-        prefill, filling, left = [], [], self.chunk or sys.maxsize
+        prefill, filling, fed, budget = [], [], 0, self.chunk or sys.maxsize
         for run in self.runs:
             if run.prefilled:
                 continue
             rest = len(run.ids) - 1 - run.n_fed
-            if filling and (rest > left or sum(len(f.tokens) for f in prefill) + rest > PACK):
+            if filling and fed + rest > min(budget, PACK):  # a second prompt only if all fit
                 break
-            n = min(rest, left)
+            n = min(rest, budget - fed)
             prefill.append(Feed(run.seq, run.ids[run.n_fed:run.n_fed + n], 0))
             run.n_fed += n
-            left -= n
+            fed += n
             filling.append(run)
         lagging = [] if prefill else [r for r in self.runs if r.n_fed_dft < r.n_fed]
         draft_prefill = [Feed(r.seq, r.ids[r.n_fed_dft:r.n_fed], 0) for r in lagging]
