@@ -129,6 +129,30 @@ def test_stop_string_eos_and_budget(pair):
     assert out.tokens == full.tokens[:3] and out.stats.finish_reason == "stop"
 
 
+class SpmBigram(BigramBackend):
+    """Decodes as SentencePiece does: a text's first token loses its leading space."""
+
+    def detokenize(self, ids):
+        return super().detokenize(ids)[1:]
+
+
+def test_stop_string_from_the_first_output_space():
+    # The stop string is the output's first two tokens, leading space included: a speculative
+    # round completes it mid-round, and cutting back to plain decoding's tokens must read the
+    # output as it follows the prompt (decoded alone, SentencePiece drops that space).
+    table = 3 * np.random.default_rng(1).normal(size=(8, 8))
+    engine = Engine(SpmBigram(table), ModelDrafter(SpmBigram(table)), SpecConfig(k=3))
+    full = engine.generate("1 2", GenerateConfig(max_tokens=12))
+    stop = "".join(f" {t}" for t in full.tokens[:2])
+    assert full.text.startswith(stop)
+    cfg = GenerateConfig(max_tokens=12, stop=(stop,))
+    got, want = engine.generate("1 2", cfg), Engine(SpmBigram(table)).generate("1 2", cfg)
+    assert got.text == want.text == "" and got.stats.finish_reason == "stop"
+    assert got.tokens == want.tokens == full.tokens[:2]
+    # the round that completed the stop string had accepted more tokens than were kept
+    assert got.stats.n_generated == 2 and got.stats.n_accepted >= 2
+
+
 def test_context_limit_and_long_prompt():
     table = np.random.default_rng(0).normal(size=(8, 8))
     engine = Engine(BigramBackend(table, n_ctx=20), NgramDrafter(), SpecConfig(k=4))

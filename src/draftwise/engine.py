@@ -285,7 +285,7 @@ class Run:
         completes the stop string. The later ones were verified in the same round, or decoded
         while an incomplete character held the text back; they are not part of the answer.
         Binary search: the stop string, once in the text, stays in every longer prefix."""
-        decode, toks = self.engine.target.detokenize, self.tokens
+        decode, toks = self._detok.text_of, self.tokens
         if not self._stop.found(decode(toks)):
             return
         lo, hi = 0, len(toks)  # found in decode(toks[:hi]), not in toks[:lo]

@@ -18,7 +18,8 @@ class Detokenizer:
 
     def __init__(self, decode: Callable[[Sequence[int]], str], prompt_ids: Sequence[int]):
         self.decode = decode
-        self.ids = list(prompt_ids[-_LOOKBEHIND:])
+        self.context = list(prompt_ids[-_LOOKBEHIND:])
+        self.ids = list(self.context)
         self.prefix = 0
         self.read = len(self.ids)
 
@@ -30,6 +31,10 @@ class Detokenizer:
             self.prefix, self.read = self.read, len(self.ids)
             return after[len(before):]
         return ""
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        """The text of output ids [n] as it reads after the prompt (with its leading space)."""
+        return self.decode(self.context + list(ids))[len(self.decode(self.context)):]
 
     def flush(self) -> str:
         before = self.decode(self.ids[self.prefix:self.read])
