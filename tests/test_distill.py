@@ -163,6 +163,12 @@ def test_divergences_on_bins_hand_computed():
     assert divergence("jsd", log_p, log_q).item() == pytest.approx(jsd, rel=1e-5)
     for kind in ("fkl", "rkl", "tvd", "jsd"):  # equal distributions: zero
         assert divergence(kind, log_p, log_p).item() == pytest.approx(0.0, abs=1e-7)
+    # top1: -log q of the target's most likely token; "the rest" never counts, however large
+    assert divergence("top1", log_p, log_q).item() == pytest.approx(-np.log(0.25), rel=1e-5)
+    log_p, log_q = bins(torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])),
+                        torch.tensor([[2, 1]]), torch.log(torch.tensor([[0.2, 0.3]])),
+                        torch.tensor([0.5]))
+    assert divergence("top1", log_p, log_q).item() == pytest.approx(-np.log(0.2), rel=1e-5)
 
 
 def test_bins_lower_bound_the_full_divergence():

@@ -454,8 +454,9 @@ def distill(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="tokens per continuation"),
     mode: Optional[str] = typer.Option(None, "--mode", help="greedy | sampling: the decoding to "
                                        "distill for (default greedy)"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="fkl | rkl | tvd | jsd | ce (default: "
-                                       "fkl for greedy, tvd for sampling, ce with --data)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="fkl | rkl | tvd | jsd | ce | top1 "
+                                       "(default: fkl for greedy, tvd for sampling, ce with "
+                                       "--data)"),
     data: Optional[str] = typer.Option(None, "--data", help="JSONL of {prompt, completion}: train "
                                        "on these completions (no generation)"),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default 16)"),

@@ -9,7 +9,7 @@ the rest is small (top-32 of the Qwen targets holds >97% of the mass on most pos
 
 from __future__ import annotations
 
-LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce")
+LOSSES = ("fkl", "rkl", "tvd", "jsd", "ce", "top1")
 _TINY = 1e-12
 
 
@@ -31,7 +31,8 @@ def bins(logits, idx, logp, rest):
 def divergence(kind: str, log_p, log_q):
     """[L] divergence per position: fkl KL(p||q), rkl KL(q||p), tvd 1/2 sum|p - q|,
     jsd the Jensen-Shannon divergence (beta 1/2), ce the cross-entropy -sum p log q (FKL plus
-    p's entropy: with one-hot p, hard labels, the usual token cross-entropy)."""
+    p's entropy: with one-hot p, hard labels, the usual token cross-entropy), top1 -log q of the
+    target's most likely token (hard labels from the target: only its greedy choice counts)."""
     import torch
 
     p, q = log_p.exp(), log_q.exp()
@@ -41,6 +42,8 @@ def divergence(kind: str, log_p, log_q):
         return (q * (log_q - log_p)).sum(-1)
     if kind == "tvd":
         return 0.5 * (p - q).abs().sum(-1)
+    if kind == "top1":  # the k tokens' bins only: "the rest" is no token greedy decoding picks
+        return -log_q.gather(1, log_p[:, :-1].argmax(-1, keepdim=True)).squeeze(1)
     if kind == "ce":
         return -(p * log_q).sum(-1)
     if kind == "jsd":
