@@ -7,7 +7,8 @@ Reads the target's greedy continuations of a distill run's held-out prompts (eva
 <cache>/distill/RUN), teacher-forces the target and each named model over them, and prints, per
 bin of the target's top-1 probability p1, how many positions fall in it and each model's greedy
 agreement there; then, over each model's disagreements, the rank of the target's token in the
-model's own distribution. A model may be another quantization of the target: its agreement is
+model's own distribution, and against the first model the positions only one of the two gets
+right (sign test). A model may be another quantization of the target: its agreement is
 what the target's own weights reach, so the positions it misses are near-ties no draft can be
 expected to call.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from draftwise.bench.advise import greedy_agreement, teacher_forced
 from draftwise.config import SamplingConfig
+from draftwise.distill.evaluate import sign_test
 from draftwise.distill.rundir import distill_root
 from draftwise.loader import BackendOptions, load_backend
 from draftwise.sampling import probs
@@ -56,7 +58,7 @@ def main() -> None:
     head = "p1 bin        positions  share " + "".join(f" {m[:24]:>24}" for m in a.models)
     rows = [f"[{BINS[i]:.2f}, {min(BINS[i + 1], 1):.2f}) " + f"{int((bins == i).sum()):>9}"
             f" {100 * (bins == i).mean():5.1f}%" for i in range(len(BINS) - 1)]
-    ranks_out = []
+    ranks_out, first = [], None
     for m in a.models:
         be = load_backend(m, opts)
         agree, rank = [], []
@@ -75,6 +77,12 @@ def main() -> None:
                          "target's token within the model's top "
                          + ", ".join(f"{k}: {100 * (miss <= k).mean():.0f}%" for k in RANKS)
                          + f"; disagreements at p1 < 0.5: {100 * (p1[agree == 0] < 0.5).mean():.0f}%")
+        if first is None:
+            first = agree
+        else:
+            g, lost = int((agree > first).sum()), int((agree < first).sum())
+            ranks_out[-1] += (f"; against {a.models[0]}: {g} positions only this one gets right, "
+                              f"{lost} only that one (sign test p = {sign_test(g, lost):.2g})")
     print(head)
     print("\n".join(rows))
     print("\n".join(ranks_out))
