@@ -14,11 +14,12 @@ from draftwise.engine import PACK, Batch, Engine, Run
 from draftwise.policy import FixedK
 from draftwise.policy.load import CostTable, LoadAwareK, LoadParams
 
-# Sequences share one unified KV cache: where a sequence's cells lie (after others came and went)
-# changes the order of llama.cpp's sums, which moves these models' logits by about 0.01 (measured:
-# a flip at a top-2 margin of 0.013). Outputs must match the lone run up to a position where its
-# margin is below TIE.
-TIE = 0.05
+# Sequences share one unified KV cache, and a verify carries other sequences' tokens: where a
+# sequence's cells lie and how many tokens a decode holds change the order of llama.cpp's sums,
+# which moves these models' logits a little. Measured over 80 random batch compositions (K 0..12,
+# chunked or whole prompts, a late joiner): 20 outputs left the lone run, at top-2 margins from
+# 0.009 to 0.073. Outputs must match the lone run up to a position where its margin is below TIE.
+TIE = 0.1
 PROMPTS = ["the quick fox return tokens", "def range print", "draft target verifies the dog",
            "if else for lazy pivot sleeps return the quick", "tokens"]
 
@@ -32,6 +33,17 @@ def ggufs(tmp_path_factory) -> tuple[str, str]:
     target = write_tiny_gguf(root / "target.gguf", root / "tok", tok, sd)
     draft = write_tiny_gguf(root / "draft.gguf", root / "tok", tok, low_rank_noise(sd, 0.1, 2, 1))
     return str(target), str(draft)
+
+
+class SteadyLoad(LoadAwareK):
+    """Load-aware K fed modelled costs (the CPU's shape: a decode of n target tokens 108 ms + 12
+    ms per token) in place of measured ones, so its choices, and the batches they make, do not
+    depend on this machine's timing."""
+
+    def observe(self, rounds, n_target, t_draft, t_target):
+        k = max((kk for kk, _ in rounds), default=0)
+        m = sum(1 for kk, _ in rounds if kk)
+        super().observe(rounds, n_target, k * (0.02 + 0.004 * m), 0.108 + 0.012 * (n_target - 1))
 
 
 def engine(ggufs, n_seq: int, k: int = 3) -> Engine:
@@ -103,7 +115,7 @@ def test_concurrent_greedy_equals_alone(ggufs, alone, chunk):
     others' rounds; one with its own K), load-aware K for the rest: every output is the one
     decoded alone."""
     eng = engine(ggufs, 4)
-    batch = Batch(eng, n_seq=4, chunk=chunk, load=LoadAwareK())
+    batch = Batch(eng, n_seq=4, chunk=chunk, load=SteadyLoad())
     cfg = GenerateConfig(max_tokens=40)
     runs = [Run(eng, eng.prompt_ids(p), cfg, None) for p in PROMPTS[:2]]
     runs.append(Run(eng, eng.prompt_ids(PROMPTS[2]), cfg, FixedK(5)))
@@ -124,7 +136,7 @@ def test_a_new_run_gets_its_first_token_in_the_step_that_finishes_its_prompt(ggu
     eng = engine(ggufs, 3)
     ids = [eng.prompt_ids(" ".join(PROMPTS[i:] + PROMPTS[:i])) for i in range(3)]
     assert min(len(x) for x in ids) > PACK
-    batch = Batch(eng, n_seq=3, chunk=chunk, load=LoadAwareK())
+    batch = Batch(eng, n_seq=3, chunk=chunk, load=SteadyLoad())
     cfg = GenerateConfig(max_tokens=40)
     runs = [Run(eng, x, cfg, None) for x in ids]
     for r in runs:
@@ -151,7 +163,7 @@ def test_short_prompts_share_a_step(ggufs):
     eng = engine(ggufs, 3)
     ids = [eng.prompt_ids(p) for p in (PROMPTS[4], PROMPTS[1], PROMPTS[0])]
     assert len(ids[0]) + len(ids[1]) - 2 <= PACK < sum(len(x) - 1 for x in ids)
-    batch = Batch(eng, n_seq=3, load=LoadAwareK())
+    batch = Batch(eng, n_seq=3, load=SteadyLoad())
     runs = [Run(eng, x, GenerateConfig(max_tokens=8), None) for x in ids]
     for r in runs:
         batch.add(r)
@@ -163,7 +175,7 @@ def test_a_stopped_run_frees_its_sequence_mid_batch(ggufs, alone):
     """Removing a run mid-generation frees its sequence for the next one; the others go on
     unchanged."""
     eng = engine(ggufs, 2)
-    batch = Batch(eng, n_seq=2, load=LoadAwareK())
+    batch = Batch(eng, n_seq=2, load=SteadyLoad())
     cfg = GenerateConfig(max_tokens=40)
     keep, cut = (Run(eng, eng.prompt_ids(p), cfg, None) for p in PROMPTS[:2])
     batch.add(keep)
