@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from make_translation_prompts import BUILT_IN, DATA, wmt_tokens
+from make_translation_prompts import BUILT_IN, write_prompt_file
 
 from draftwise.config import GenerateConfig
 from draftwise.engine import Engine
@@ -96,19 +96,9 @@ def main() -> None:
             print(f"{tried} tried, {len(made)} kept, {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)
     backend.close()
-    extra = [json.dumps({"id": f"news-backtranslated/{i}", "category": "translation",
-                         "source": "spec_bench summarization, back-translated",
-                         "turns": [f"Translate German to English: {wmt_tokens(s)}"]},
-                        ensure_ascii=False) for i, s in enumerate(made)]
-
-    def rows(path: Path) -> list[str]:
-        return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-    held = rows(BUILT_IN / "translation.jsonl") + rows(BUILT_IN / "qa.jsonl")
-    a.out.write_text("\n".join(rows(DATA / "distill_tqa_v2.jsonl")[:120] + extra + held) + "\n",
-                     "utf-8")
-    print(f"{a.out}: 120 + {len(extra)} training rows ({tried} sentences tried, "
-          f"{time.perf_counter() - t0:.0f} s), {len(held)} held-out", file=sys.stderr)
+    print(f"{tried} sentences tried, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    write_prompt_file(a.out, made, "news-backtranslated",
+                      "spec_bench summarization, back-translated")
 
 
 if __name__ == "__main__":

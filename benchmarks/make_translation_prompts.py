@@ -75,13 +75,13 @@ def sentences(root: Path) -> list[str]:
     return rows
 
 
-def main(root: Path, n: int, out: Path) -> None:
+def write_prompt_file(out: Path, german: list[str], id_prefix: str, source: str) -> None:
+    """The third run's 120 training rows, a translation prompt per German sentence, then the 40
+    built-in translation and qa rows (held out)."""
     def rows(path: Path) -> list[str]:
         return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
 
-    german = sentences(root)[:n]
-    extra = [json.dumps({"id": f"manpages-de/{i}", "category": "translation",
-                         "source": "manpages-de",
+    extra = [json.dumps({"id": f"{id_prefix}/{i}", "category": "translation", "source": source,
                          "turns": [f"Translate German to English: {wmt_tokens(s)}"]},
                         ensure_ascii=False) for i, s in enumerate(german)]
     held = rows(BUILT_IN / "translation.jsonl") + rows(BUILT_IN / "qa.jsonl")
@@ -89,6 +89,9 @@ def main(root: Path, n: int, out: Path) -> None:
                    "utf-8")
     print(f"{out}: 120 + {len(extra)} training rows, {len(held)} held-out", file=sys.stderr)
 
+
+def main(root: Path, n: int, out: Path) -> None:
+    write_prompt_file(out, sentences(root)[:n], "manpages-de", "manpages-de")
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

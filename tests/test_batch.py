@@ -35,15 +35,27 @@ def ggufs(tmp_path_factory) -> tuple[str, str]:
     return str(target), str(draft)
 
 
+class ModelledCost(CostTable):
+    """A cost table that records cost(n) whatever was measured."""
+
+    def __init__(self, cost):
+        p = LoadParams()
+        super().__init__(p.decay, p.slope)
+        self.cost = cost
+
+    def observe(self, n: int, seconds: float) -> None:
+        super().observe(n, self.cost(n))
+
+
 class SteadyLoad(LoadAwareK):
     """Load-aware K fed modelled costs (the CPU's shape: a decode of n target tokens 108 ms + 12
-    ms per token) in place of measured ones, so its choices, and the batches they make, do not
-    depend on this machine's timing."""
+    ms per token; a draft decode of m sequences 20 + 4 ms per sequence) in place of measured ones,
+    so its choices, and the batches they make, do not depend on this machine's timing."""
 
-    def observe(self, rounds, n_target, t_draft, t_target):
-        k = max((kk for kk, _ in rounds), default=0)
-        m = sum(1 for kk, _ in rounds if kk)
-        super().observe(rounds, n_target, k * (0.02 + 0.004 * m), 0.108 + 0.012 * (n_target - 1))
+    def __init__(self):
+        super().__init__()
+        self.target = ModelledCost(lambda n: 0.108 + 0.012 * (n - 1))
+        self.draft = ModelledCost(lambda m: 0.02 + 0.004 * m)
 
 
 def engine(ggufs, n_seq: int, k: int = 3) -> Engine:
