@@ -2,7 +2,7 @@
 translation prompts, between the third run's training rows and the held-out rows.
 
     python benchmarks/make_backtranslated_prompts.py 320 benchmarks/data/distill_tqa_news.jsonl \
-        [--model qwen2.5-coder-1.5b-q8_0] [--threads 2]
+        [--model qwen2.5-coder-1.5b-q8_0] [--threads 2] [--extend FILE --start K]
 
 The held-out translation rows are WMT14 news (DE-EN); Spec-Bench has only 80 of them, and
 German of another domain (manual pages, the fourth run) taught the draft nothing about them.
@@ -15,6 +15,9 @@ common German words, or an English function word left in) or that run on are dro
 
 Rows: the 120 training rows of distill_tqa_v2.jsonl, then N back-translated prompts, then the
 built-in translation and qa sets (40 held-out rows: `distill --n-prompts 120+N --n-eval 40`).
+`--extend FILE --start K` keeps FILE's back-translated rows and adds N more, made from the
+sentences after the first K (the ones FILE's run tried). Sentences are translated BATCH at a
+time, one llama.cpp batch per step (distill's continue_many).
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ import sys
 import time
 from pathlib import Path
 
-from make_translation_prompts import BUILT_IN, write_prompt_file
+from make_translation_prompts import BUILT_IN, rows, write_prompt_file
 
-from draftwise.config import GenerateConfig
-from draftwise.engine import Engine
+from draftwise.distill.data import Job, continue_many
 from draftwise.loader import BackendOptions, load_backend
 
 SPEC_BENCH = Path(__file__).resolve().parents[2] / "shared/evaldata/spec_bench_question.jsonl"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 GERMAN = {"der", "die", "das", "und", "ist", "nicht", "ein", "eine", "mit", "von", "zu", "den",
           "sich", "auf", "für", "im", "dem", "des", "sie", "er", "wurde", "hat", "auch", "es"}
+ID = "news-backtranslated"
+BATCH = 4  # sentences translated at once
 ENGLISH = {"the", "and", "of", "with", "said", "was", "were", "has", "have", "is", "are", "for",
            "from", "by", "that", "this", "which", "who", "their", "been"}
 
@@ -79,26 +83,32 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-q8_0")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--extend", type=Path, help="keep this file's back-translated rows")
+    ap.add_argument("--start", type=int, default=0, help="skip the first K sentences")
     a = ap.parse_args()
-    backend = load_backend(a.model, BackendOptions(n_ctx=512, threads=a.threads))
-    eng, cfg = Engine(backend), GenerateConfig(max_tokens=96, stop=("\n",))
+    kept = [r for r in rows(a.extend) if json.loads(r)["id"].startswith(f"{ID}/")] \
+        if a.extend else []
+    backend = load_backend(a.model, BackendOptions(n_ctx=256, threads=a.threads, n_seq=BATCH))
+    # the translation is the first line: stop there (the model may explain after it)
+    newline = {t for t in range(backend.vocab.n_tokens) if "\n" in backend.detokenize([t])}
     made, tried, t0 = [], 0, time.perf_counter()
-    for s in english_sentences():
-        if len(made) == a.n:
-            break
-        tried += 1
-        chat = backend.apply_chat_template(
-            [{"role": "user", "content": f"Translate English to German: {s}"}])
-        de = german(eng.generate(chat, cfg).text, len(s.split()))
-        if de:
-            made.append(de)
-        if tried % 20 == 0:
-            print(f"{tried} tried, {len(made)} kept, {time.perf_counter() - t0:.0f} s",
-                  file=sys.stderr)
+    todo = english_sentences()[a.start:]
+    while len(made) < a.n and tried < len(todo):
+        batch = todo[tried:tried + BATCH]
+        tried += len(batch)
+        jobs = [Job(backend.tokenize(backend.apply_chat_template(
+            [{"role": "user", "content": f"Translate English to German: {s}"}])), 0.0, 0)
+            for s in batch]
+        for s, out in zip(batch, continue_many(backend, jobs, 96, newline)):
+            de = german(backend.detokenize(out), len(s.split()))
+            if de and len(made) < a.n:
+                made.append(de)
+        print(f"{tried} tried, {len(made)} kept, {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr)
     backend.close()
-    print(f"{tried} sentences tried, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    write_prompt_file(a.out, made, "news-backtranslated",
-                      "spec_bench summarization, back-translated")
+    print(f"{tried} sentences tried (from {a.start}), {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr)
+    write_prompt_file(a.out, made, ID, "spec_bench summarization, back-translated", kept)
 
 
 if __name__ == "__main__":

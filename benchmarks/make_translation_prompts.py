@@ -75,15 +75,19 @@ def sentences(root: Path) -> list[str]:
     return rows
 
 
-def write_prompt_file(out: Path, german: list[str], id_prefix: str, source: str) -> None:
-    """The third run's 120 training rows, a translation prompt per German sentence, then the 40
-    built-in translation and qa rows (held out)."""
-    def rows(path: Path) -> list[str]:
-        return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+def rows(path: Path) -> list[str]:
+    return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
 
-    extra = [json.dumps({"id": f"{id_prefix}/{i}", "category": "translation", "source": source,
-                         "turns": [f"Translate German to English: {wmt_tokens(s)}"]},
-                        ensure_ascii=False) for i, s in enumerate(german)]
+
+def write_prompt_file(out: Path, german: list[str], id_prefix: str, source: str,
+                      before: list[str] = ()) -> None:
+    """The third run's 120 training rows, the rows `before` (JSON lines kept from an earlier
+    file), a translation prompt per German sentence, then the 40 built-in translation and qa
+    rows (held out)."""
+    extra = list(before) + [
+        json.dumps({"id": f"{id_prefix}/{i}", "category": "translation", "source": source,
+                    "turns": [f"Translate German to English: {wmt_tokens(s)}"]},
+                   ensure_ascii=False) for i, s in enumerate(german, len(before))]
     held = rows(BUILT_IN / "translation.jsonl") + rows(BUILT_IN / "qa.jsonl")
     out.write_text("\n".join(rows(DATA / "distill_tqa_v2.jsonl")[:120] + extra + held) + "\n",
                    "utf-8")

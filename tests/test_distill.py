@@ -192,6 +192,41 @@ def test_bins_lower_bound_the_full_divergence():
     assert torch.allclose(divergence("fkl", log_p, log_q), divergence("fkl", lp, lq), atol=2e-3)
 
 
+def test_prompt_without_gradients_same_loss(tiny):
+    """prompt_grad=False runs the prompt once without gradients and attends to it as a cache:
+    the loss is the same number, the LoRA still gets gradients (from the continuation's own
+    positions), but not the same ones (nothing flows back through the prompt)."""
+    import torch
+
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.score import top_k
+    from draftwise.distill.train import Batch, make_trainable, step_loss
+
+    torch.manual_seed(0)
+    model, _ = load_model(read_gguf(str(tiny["draft"])))
+    model = make_trainable(model, 4, False)
+    with torch.no_grad():  # LoRA B starts at zero: give it weights so that A gets gradients
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(0)
+    ids, n_cont = rng.integers(3, 300, 20).tolist(), 8
+    s = top_k(rng.normal(0, 2, (n_cont, model.config.vocab_size)), 5)
+    b = Batch(ids, n_cont, torch.from_numpy(s.idx.astype(np.int64)),
+              torch.from_numpy(s.logp.astype(np.float32)), torch.from_numpy(s.rest))
+    got = {}
+    for prompt_grad in (True, False):
+        model.zero_grad()
+        loss = step_loss(model, b, "fkl", autocast=False, prompt_grad=prompt_grad)
+        loss.backward()
+        got[prompt_grad] = float(loss.detach()), [p.grad.clone() for p in params]
+    assert got[False][0] == pytest.approx(got[True][0], rel=1e-5)
+    assert all(g.abs().sum() > 0 for g in got[False][1])
+    assert max(float((a - b).abs().max()) for a, b in zip(got[True][1], got[False][1])) > 1e-4
+
+
 def test_report_rows_split_a_files_categories():
     from draftwise.distill.evaluate import report_row
 
@@ -224,24 +259,42 @@ def test_top_k_keeps_the_largest_and_the_rest():
     np.testing.assert_allclose(s.rest, 1 - np.sort(p, 1)[:, -5:].sum(1), rtol=1e-5, atol=1e-7)
 
 
-def test_continuations_of_one_prompt_reuse_its_cache_exactly(tiny):
-    """gen and score keep a prompt cached between its continuations: the same tokens and
-    logits as computing each from an empty cache."""
+def test_batched_continuations_match_lone_decoding(tiny):
+    """continue_many decodes more jobs than the backend has sequences, one batch per step: a
+    greedy job's every token is the lone model's argmax (up to near-ties: batch shape moves the
+    logits a little), a sampled one's is a token the lone model gives real probability; the
+    same batch gives the same tokens, other seeds other tokens; the cache is left empty."""
     from draftwise.backends.llamacpp import LlamaCppBackend
     from draftwise.bench.advise import teacher_forced
-    from draftwise.distill.data import continue_ids
+    from draftwise.distill.data import Job, continue_many
 
-    be = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
-    ids = be.tokenize("the quick fox verifies the lazy dog")
-    fresh = [continue_ids(be, ids, 12, 1.0, s) for s in range(3)]
-    be.rollback(0)
-    reused = [continue_ids(be, ids, 12, 1.0, s, cached=s > 0) for s in range(3)]
-    assert reused == fresh and len({tuple(c) for c in fresh}) > 1
-    cold = [teacher_forced(be, ids, c) for c in fresh]
-    be.rollback(0)
-    warm = [teacher_forced(be, ids, c, cached=i > 0) for i, c in enumerate(fresh)]
-    for a, b in zip(cold, warm):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+    many = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1, n_seq=3)
+    one = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
+    try:
+        prompts = [one.tokenize(t) for t in ("the quick fox verifies the lazy dog", "def pivot",
+                                             "for tokens in range if else print the draft")]
+        jobs = [Job(p, 0.0, 0) for p in prompts] + [Job(prompts[0], 1.0, s) for s in range(4)]
+        outs = continue_many(many, jobs, 12)
+        assert [continue_many(many, jobs, 12) for _ in range(2)] == [outs, outs]
+        assert all(many.seq_past(s) == 0 for s in range(3))
+        assert len({tuple(o) for o in outs[3:]}) > 1 and all(0 < len(o) <= 12 for o in outs)
+        for j, out in zip(jobs, outs):
+            logits = teacher_forced(one, j.ids, out).astype(np.float64)
+            picked = logits[np.arange(len(out)), out]
+            if j.temperature == 0:
+                assert np.all(picked >= logits.max(1) - 0.1), (j, out)
+            else:
+                logp = picked - np.log(np.exp(logits).sum(1))
+                assert np.all(logp > np.log(1e-4)), (j, out)
+        # the prompt stays cached between continuations of it (score): same logits as cold
+        cold = [teacher_forced(one, prompts[0], c) for c in outs[3:]]
+        one.rollback(0)
+        warm = [teacher_forced(one, prompts[0], c, cached=i > 0) for i, c in enumerate(outs[3:])]
+        for a, b in zip(cold, warm):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    finally:
+        many.close()
+        one.close()
 
 
 def test_options_defaults_and_errors(tiny):
@@ -466,7 +519,7 @@ def test_ce_on_given_completions_teaches_the_draft_a_style(tiny, in_home, tmp_pa
     """--data with --loss ce (the default with --data): no generation, no target scoring; the
     draft learns a fixed continuation and writes it after held-out prompts."""
     from draftwise.backends.llamacpp import LlamaCppBackend
-    from draftwise.distill.data import continue_ids
+    from draftwise.distill.data import Job, continue_many
     from draftwise.distill.options import DistillOptions
     from draftwise.distill.pipeline import run_distill
 
@@ -488,8 +541,9 @@ def test_ce_on_given_completions_teaches_the_draft_a_style(tiny, in_home, tmp_pa
     stock = LlamaCppBackend(str(tiny["draft"]), n_ctx=256, threads=1)
     styled = LlamaCppBackend(str(res.model), n_ctx=256, threads=1)
     try:
-        wrote = {name: [be.detokenize(continue_ids(be, be.tokenize(row["prompt"]), 8, 0.0, 0))
-                        for row in rows[32:]] for name, be in (("stock", stock), ("styled", styled))}
+        wrote = {name: [be.detokenize(out) for out in continue_many(
+            be, [Job(be.tokenize(row["prompt"]), 0.0, 0) for row in rows[32:]], 8)]
+            for name, be in (("stock", stock), ("styled", styled))}
     finally:
         stock.close()
         styled.close()
@@ -501,6 +555,7 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     """Ctrl-C in training keeps a checkpoint; a resumed run redoes only what is missing and
     trains exactly as an uninterrupted run does."""
     import draftwise.distill.train as train_mod
+    from draftwise.distill.data import GEN_CHUNK
     from draftwise.distill.pipeline import run_distill
 
     opts = given(tiny, out="tiny-resume", steps=12, quant=None, dtype="auto")
@@ -522,15 +577,18 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     ckpt = torch.load(run / "train" / "ckpt.pt")
     assert ckpt["step"] == 5 and len(ckpt["losses"]) == 5  # the interrupted step was finished
     assert not (run / "train" / "done.json").exists() and not (run / "export").exists()
-    # lose one generated item and one score shard as a kill would: only those are redone
+    # lose a chunk of generated items and one score shard as a kill would: only those are
+    # redone (a whole chunk: its batches, and so its tokens, are the same again)
     items = sorted((run / "gen" / "items").glob("*.json"))
-    kept = {f: f.stat().st_mtime_ns for f in items[1:]}
-    for f in (items[0], run / "gen" / "done.json", run / "gen" / "data.jsonl",
+    lost, kept = items[:GEN_CHUNK], {f: f.stat().st_mtime_ns for f in items[GEN_CHUNK:]}
+    assert kept
+    for f in (*lost, run / "gen" / "done.json", run / "gen" / "data.jsonl",
               run / "score" / "shard-00001.npz", run / "score" / "done.json"):
         f.unlink()
     shard0 = (run / "score" / "shard-00000.npz").stat().st_mtime_ns
     res = run_distill({"out": "tiny-resume"}, resume=True)
-    assert items[0].is_file() and all(f.stat().st_mtime_ns == t for f, t in kept.items())
+    assert all(f.is_file() for f in lost)
+    assert all(f.stat().st_mtime_ns == t for f, t in kept.items())
     assert (run / "score" / "shard-00000.npz").stat().st_mtime_ns == shard0
     assert (run / "score" / "shard-00001.npz").is_file()
     resumed = json.loads((run / "train" / "done.json").read_text())

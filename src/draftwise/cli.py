@@ -465,6 +465,10 @@ def distill(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="passes over the data (default 3)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (overrides epochs)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate"),
+    prompt_grad: Optional[bool] = typer.Option(None, "--prompt-grad/--no-prompt-grad",
+                                               help="backpropagate through the prompt too "
+                                               "(off: the prompt runs once without gradients, "
+                                               "faster)"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="training prompts "
                                                  "kept for validation and early stopping "
                                                  "(default 0.1; 0: none)"),
@@ -494,7 +498,8 @@ def distill(
         data=data,
         n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
         mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
-        steps=steps, lr=lr, val_fraction=val_fraction, samples=samples, target_mix=target_mix,
+        steps=steps, lr=lr, prompt_grad=prompt_grad, val_fraction=val_fraction, samples=samples,
+        target_mix=target_mix,
         quant=quant, adapter=adapter, dtype=dtype,
         out=out, seed=seed, threads=threads).items() if v is not None}
     if not resume:

@@ -4,8 +4,9 @@ few prompts still give varied data); optionally the target continues a fraction 
 
 The prompts are split once: training prompts [0, n) of each category (or of the file), held-out
 prompts after them, and a few prompts of every other category; the training ids are recorded in
-gen/done.json and the evaluation refuses any overlap. Each prompt's result is written to
-gen/items/NNNNN.json as soon as it is done, so a killed run continues with the next prompt.
+gen/done.json and the evaluation refuses any overlap. Prompts are decoded GEN_CHUNK at a time,
+several sequences per batch (continue_many); each prompt's result is written to
+gen/items/NNNNN.json when its chunk is done, so a killed run continues with the next chunk.
 
 With --data the continuations are given ({"prompt", "completion"} rows, completed as raw text):
 gen only tokenizes them.
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from draftwise.backends.base import Backend
+from draftwise.backends.base import Backend, Feed
 from draftwise.bench.prompts import Prompt, load_prompts
 from draftwise.config import SamplingConfig
 from draftwise.distill.options import DistillOptions
@@ -28,6 +31,10 @@ from draftwise.distill.rundir import RunDir, read_json
 from draftwise.errors import DraftwiseError
 from draftwise.files import atomic_path, write_json
 from draftwise.sampling import probs
+
+GEN_CHUNK = 16  # prompts decoded together (a killed run redoes at most this many)
+GEN_SEQS = 8  # sequences the draft decodes at once (TARGET_SEQS for the target)
+TARGET_SEQS = 4
 
 
 @dataclass
@@ -100,28 +107,60 @@ def render_ids(p: Prompt, target: Backend) -> list[int]:
     return target.tokenize(p.render(target.apply_chat_template))
 
 
-def continue_ids(be: Backend, ids: list[int], max_tokens: int, temperature: float,
-                 seed: int, cached: bool = False) -> list[int]:
-    """Plain decoding of up to max_tokens after ids [P]; the end-of-generation token is kept
-    (the draft should learn where the target stops). ids[:-1] stays cached on return;
-    cached=True says it is there from the previous call with the same ids."""
+@dataclass(frozen=True)
+class Job:
+    """One continuation to decode: prompt ids [P], at temperature (0: greedy) with its own seed."""
+
+    ids: list[int]
+    temperature: float
+    seed: int
+
+
+def continue_many(be: Backend, jobs: Sequence[Job], max_tokens: int,
+                  stop_ids: Collection[int] = ()) -> list[list[int]]:
+    """Plain decoding of each job, up to max_tokens or an end-of-generation token (or one of
+    stop_ids), which is kept (the draft should learn where the target stops). Up to be.n_seq
+    jobs run at once, one batch per step (a batch of n one-token rows costs far less than n
+    decodes on a CPU); a finished job's sequence takes the next job, whose prompt rides in the
+    same batch. Leaves the cache empty."""
+    ends = be.vocab.eos_ids | frozenset(stop_ids)
+    outs: list[list[int]] = [[] for _ in jobs]
+    rngs = [np.random.default_rng(j.seed) for j in jobs]
+    queue = deque(range(len(jobs)))
+    owner: dict[int, int] = {}  # sequence -> job
+
+    def start(seq: int, feeds: list[Feed]) -> None:
+        owner[seq] = queue.popleft()
+        be.rollback_seq(seq, 0)
+        feeds.append(Feed(seq, jobs[owner[seq]].ids, 1))
+
+    feeds: list[Feed] = []
+    for seq in range(min(be.n_seq, len(jobs))):
+        start(seq, feeds)
+    while feeds:
+        rows = be.forward_many(feeds)
+        nxt: list[Feed] = []
+        for f, logits in zip(feeds, rows):
+            j = owner[f.seq]
+            tok = _pick(logits[-1], jobs[j].temperature, rngs[j])
+            outs[j].append(tok)
+            if tok in ends or len(outs[j]) >= max_tokens:
+                be.rollback_seq(f.seq, 0)
+                if queue:
+                    start(f.seq, nxt)
+            else:
+                nxt.append(Feed(f.seq, [tok], 1))
+        feeds = nxt
+    return outs
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """The next token from logits [V]: argmax at temperature 0, else a sample."""
     s = SamplingConfig(temperature=temperature)
-    rng = np.random.default_rng(seed)
-    be.rollback(len(ids) - 1 if cached else 0)
-    logits = be.forward(ids[-1:] if cached else ids, 1)[-1]
-    out: list[int] = []
-    while len(out) < max_tokens:
-        if s.greedy:
-            tok = int(np.argmax(logits))
-        else:
-            p = probs(np.asarray(logits, dtype=np.float32)[None], s)[0]
-            tok = int(rng.choice(len(p), p=p / p.sum()))
-        out.append(tok)
-        if tok in be.vocab.eos_ids or len(out) == max_tokens:
-            break
-        logits = be.forward([tok], 1)[-1]
-    be.rollback(len(ids) - 1)
-    return out
+    if s.greedy:
+        return int(np.argmax(logits))
+    p = probs(np.asarray(logits, dtype=np.float32)[None], s)[0]
+    return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def given_continuation(target: Backend, ids: list[int], prompt: str, completion: str,
@@ -131,6 +170,18 @@ def given_continuation(target: Backend, ids: list[int], prompt: str, completion:
     full = target.tokenize(prompt + completion)
     cont = full[len(ids):] if full[:len(ids)] == ids else target.tokenize(completion, False)
     return cont[:max_tokens]
+
+
+def _gen_record(p: Prompt, target: Backend, opts: DistillOptions, given: dict) -> dict:
+    """A prompt's gen record: its ids and, with --data, the given continuation (else none yet)."""
+    ids = render_ids(p, target)
+    rec: dict = {"id": p.id, "category": p.category, "prompt": ids, "conts": []}
+    if len(ids) > opts.max_prompt_tokens:
+        rec["skipped"] = f"{len(ids)} prompt tokens > {opts.max_prompt_tokens}"
+    elif opts.data:
+        rec["conts"].append({"source": "data", "cont": given_continuation(
+            target, ids, p.text, given[p.id][1], opts.max_tokens)})
+    return rec
 
 
 def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Backend,
@@ -148,36 +199,36 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Ba
     mixed = set(rng.permutation(len(split.train))[:n_mix].tolist())
     task = progress.add_task("gen", total=len(split.train), info="") if progress else None
     t0, n_tok = time.perf_counter(), 0
-    for i, p in enumerate(split.train):
-        f = items / f"{i:05d}.json"
-        if not f.is_file():
-            ids = render_ids(p, target)
-            rec: dict = {"id": p.id, "category": p.category, "prompt": ids, "conts": []}
-            if len(ids) > opts.max_prompt_tokens:
-                rec["skipped"] = f"{len(ids)} prompt tokens > {opts.max_prompt_tokens}"
-            elif opts.data:
-                rec["conts"].append({"source": "data", "cont": given_continuation(
-                    target, ids, p.text, given[p.id][1], opts.max_tokens)})
-                n_tok += len(rec["conts"][-1]["cont"])
-            else:
-                # the draft's own continuations (the first at the decoding mode's temperature,
-                # more sampled at T=1 for variety), and with --target-mix the target's
-                runs = [("draft", draft, opts.gen_temperature if s == 0 else
-                         (opts.gen_temperature or 1.0)) for s in range(opts.samples)]
-                if i in mixed:
-                    runs.append(("target", target, opts.gen_temperature))
-                for s, (src, be, temp) in enumerate(runs):
-                    cont = continue_ids(be, ids, opts.max_tokens, temp,
-                                        (opts.seed * 100_003 + i) * 101 + s,
-                                        cached=any(r[0] == src for r in runs[:s]))
-                    if any(c["cont"] == cont for c in rec["conts"]):
-                        continue  # the same text again adds nothing
-                    rec["conts"].append({"source": src, "cont": cont})
-                    n_tok += len(cont)
-            write_json(f, rec)
+    todo = [i for i in range(len(split.train)) if not (items / f"{i:05d}.json").is_file()]
+    if progress:
+        progress.update(task, advance=len(split.train) - len(todo))
+    for c in range(0, len(todo), GEN_CHUNK):
+        chunk = todo[c:c + GEN_CHUNK]
+        recs = {i: _gen_record(split.train[i], target, opts, given) for i in chunk}
+        # the draft's own continuations (the first at the decoding mode's temperature, more
+        # sampled at T=1 for variety), and with --target-mix the target's
+        jobs: dict[str, list[tuple[int, Job]]] = {"draft": [], "target": []}
+        temps = [opts.gen_temperature] + [opts.gen_temperature or 1.0] * (opts.samples - 1)
+        for i in chunk:
+            if "skipped" in recs[i] or opts.data:
+                continue
+            runs = [("draft", t) for t in temps] + ([("target", opts.gen_temperature)]
+                                                    if i in mixed else [])
+            for s, (src, temp) in enumerate(runs):
+                jobs[src].append((i, Job(recs[i]["prompt"], temp,
+                                         (opts.seed * 100_003 + i) * 101 + s)))
+        for src, be in (("draft", draft), ("target", target)):
+            outs = continue_many(be, [j for _, j in jobs[src]], opts.max_tokens) \
+                if jobs[src] else []
+            for (i, _), cont in zip(jobs[src], outs):
+                if not any(x["cont"] == cont for x in recs[i]["conts"]):  # adds nothing
+                    recs[i]["conts"].append({"source": src, "cont": cont})
+        for i in chunk:
+            n_tok += sum(len(x["cont"]) for x in recs[i]["conts"])
+            write_json(items / f"{i:05d}.json", recs[i])
         if progress:
             dt = time.perf_counter() - t0
-            progress.update(task, advance=1, info=f"{n_tok / dt:.1f} tok/s" if n_tok else "")
+            progress.update(task, advance=len(chunk), info=f"{n_tok / dt:.1f} tok/s")
     examples, skipped = [], []
     for i in range(len(split.train)):
         rec = read_json(items / f"{i:05d}.json")

@@ -55,6 +55,7 @@ class DistillOptions:
     epochs: int = 3
     steps: int | None = None  # optimizer steps; overrides epochs
     batch_seqs: int = 4  # sequences per optimizer step
+    prompt_grad: bool = True  # backpropagate through the prompt's positions (train.step_loss)
     val_fraction: float = 0.1  # training prompts kept for validation loss and early stopping
     lr: float | None = None
     samples: int = 4  # draft continuations per prompt: the first at gen_temperature, then T=1

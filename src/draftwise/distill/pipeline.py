@@ -28,7 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from draftwise.distill.data import read_examples, run_gen, split_prompts
+from draftwise.distill.data import GEN_SEQS, TARGET_SEQS, read_examples, run_gen, split_prompts
 from draftwise.distill.evaluate import EvalResult, run_eval
 from draftwise.distill.gguffile import GGUFFile, choose_layers, cut_layers, read_gguf
 from draftwise.distill.options import DistillOptions
@@ -181,11 +181,11 @@ def _busy_note(opts: DistillOptions, say) -> None:
             "--threads 1 avoids threads waiting on each other")
 
 
-def _llama(path: str, opts: DistillOptions, lora: str | None = None):
+def _llama(path: str, opts: DistillOptions, lora: str | None = None, n_seq: int = 1):
     from draftwise.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(path, n_ctx=opts.max_prompt_tokens + opts.max_tokens + 16,
-                           threads=opts.threads, lora=lora)
+                           threads=opts.threads, lora=lora, n_seq=n_seq)
 
 
 def _parent_variant(opts: DistillOptions, draft_path: str, say) -> str | None:
@@ -225,11 +225,11 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
     base = _base(run, opts, draft_path, split, say)
     with _progress(con) if not run.is_done("train") else nullcontext() as bar:
         if not (run.is_done("gen") and run.is_done("score")):
-            target = _llama(target_path, opts)
+            target = _llama(target_path, opts, n_seq=TARGET_SEQS if opts.target_mix else 1)
             try:
                 if not run.is_done("gen"):
                     # --data: the continuations are given, the target only tokenizes them
-                    draft = None if opts.data else _llama(str(base.path), opts)
+                    draft = None if opts.data else _llama(str(base.path), opts, n_seq=GEN_SEQS)
                     try:
                         with timed(run, "gen"):
                             run_gen(run, opts, draft, target, bar)
@@ -285,7 +285,7 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
             paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
             paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
             before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
-    target = _llama(target_path, opts)
+    target = _llama(target_path, opts)  # one sequence: see evaluate._conts
     drafts = {}
     try:
         for label, p in paths.items():

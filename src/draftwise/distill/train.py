@@ -103,14 +103,28 @@ def make_trainable(model, rank: int, full: bool, bf16_base: bool = False):
     return model
 
 
-def step_loss(model, b: Batch, loss: str, autocast: bool, device: str = "cpu"):
-    """Sum over b's positions of the divergence (a scalar tensor with a graph)."""
+def step_loss(model, b: Batch, loss: str, autocast: bool, device: str = "cpu",
+              prompt_grad: bool = True):
+    """Sum over b's positions of the divergence (a scalar tensor with a graph).
+    prompt_grad False: the positions before the first one with a loss (the prompt but its last
+    token) run once without gradients and are attended to as a cache; the gradient then comes
+    only from the continuation's own positions, at about a third of the prompt's cost."""
     import torch
 
     ids = torch.tensor([b.ids], device=device)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA inside
+    n_pre = 0 if prompt_grad else len(b.ids) - b.n_cont
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
-        hidden = lm.model(input_ids=ids, use_cache=False).last_hidden_state
+        cache = None
+        if n_pre > 0:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=lm.config)  # filled in place by the forward below
+            with torch.no_grad():
+                # positional: the cache's keyword is renamed within transformers 5.x
+                lm.model(ids[:, :n_pre], None, None, cache, use_cache=True)
+        hidden = lm.model(ids[:, n_pre:], None, None, cache,
+                          use_cache=cache is not None).last_hidden_state
         # the head on 2-D rows: a 3-D input makes its backward copy the [V, H] weight each time
         logits = lm.lm_head(hidden[0, -b.n_cont:])
     logits = logits.float()
@@ -135,7 +149,8 @@ def val_loss(model, batches: list[Batch], loss: str, autocast: bool, device: str
     import torch
 
     with torch.no_grad():
-        total = sum(float(step_loss(model, b, loss, autocast, device)) for b in batches)
+        total = sum(float(step_loss(model, b, loss, autocast, device, prompt_grad=False))
+                    for b in batches)
     return total / max(1, sum(b.n_cont for b in batches))
 
 
@@ -266,7 +281,7 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
         n_pos = sum(b.n_cont for b in group)
         total = 0.0
         for b in group:  # one backward per sequence: no padding, memory of one sequence
-            loss = step_loss(model, b, opts.loss, autocast, device) / n_pos
+            loss = step_loss(model, b, opts.loss, autocast, device, opts.prompt_grad) / n_pos
             loss.backward()
             total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
