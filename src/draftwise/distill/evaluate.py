@@ -21,7 +21,7 @@ from draftwise.backends.base import Backend
 from draftwise.bench.advise import greedy_agreement, overlap, teacher_forced
 from draftwise.bench.prompts import Prompt
 from draftwise.config import SamplingConfig
-from draftwise.distill.data import GEN_CHUNK, Job, Split, continue_many, render_ids
+from draftwise.distill.data import Job, Split, continue_many, render_ids
 from draftwise.distill.rundir import RunDir, read_json
 from draftwise.files import atomic_path, write_json
 
@@ -84,8 +84,8 @@ class EvalResult:
 
 def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
            max_prompt_tokens: int, progress=None) -> list[dict]:
-    """The target's greedy continuation of each evaluation prompt, cached per prompt. Given a
-    one-sequence target they are decoded one at a time, token by token: batch shape moves
+    """The target's greedy continuation of each evaluation prompt, cached per prompt, decoded
+    one at a time (the pipeline gives a one-sequence target): batch shape moves
     llama.cpp's logits a little, and decoded 4 at a time the 1.5B Q8_0 target's greedy text
     left the lone one's at a near-tie in 17 of 61 evaluation prompts, so the positions every
     run is measured on would follow the batch composition."""
@@ -95,24 +95,19 @@ def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
         [("other", p) for p in split.other]
     task = (progress.add_task("eval: target continues", total=len(prompts), info="")
             if progress else None)
-    todo = [i for i in range(len(prompts)) if not (d / f"{i:05d}.json").is_file()]
-    for c in range(0, len(todo), GEN_CHUNK):
-        recs = {}
-        for i in todo[c:c + GEN_CHUNK]:
-            group, p = prompts[i]
-            recs[i] = {"id": p.id, "category": p.category, "group": group,
-                       "prompt": render_ids(p, target), "cont": []}
-        fit = [i for i, r in recs.items() if len(r["prompt"]) <= max_prompt_tokens]
-        outs = continue_many(target, [Job(recs[i]["prompt"], 0.0, 0) for i in fit], max_tokens)
-        for i, cont in zip(fit, outs):
-            recs[i]["cont"] = cont
-        for i, rec in recs.items():
-            write_json(d / f"{i:05d}.json", rec)
+    out = []
+    for i, (group, p) in enumerate(prompts):
+        f = d / f"{i:05d}.json"
+        if not f.is_file():
+            ids = render_ids(p, target)
+            rec = {"id": p.id, "category": p.category, "group": group, "prompt": ids, "cont": []}
+            if len(ids) <= max_prompt_tokens:
+                rec["cont"] = continue_many(target, [Job(ids, 0.0, 0)], max_tokens)[0]
+            write_json(f, rec)
+        out.append(read_json(f))
         if progress:
-            progress.update(task, advance=len(recs))
-    if progress:
-        progress.update(task, completed=len(prompts))
-    return [read_json(d / f"{i:05d}.json") for i in range(len(prompts))]
+            progress.update(task, advance=1)
+    return out
 
 
 def report_row(rec: dict, trained_label: str | None, several: bool) -> str:

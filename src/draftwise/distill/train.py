@@ -108,7 +108,7 @@ def step_loss(model, b: Batch, loss: str, autocast: bool, device: str = "cpu",
     """Sum over b's positions of the divergence (a scalar tensor with a graph).
     prompt_grad False: the positions before the first one with a loss (the prompt but its last
     token) run once without gradients and are attended to as a cache; the gradient then comes
-    only from the continuation's own positions, at about a third of the prompt's cost."""
+    only from the continuation's own positions, and the prompt costs a forward, no backward."""
     import torch
 
     ids = torch.tensor([b.ids], device=device)
