@@ -467,8 +467,8 @@ def distill(
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate"),
     prompt_grad: Optional[bool] = typer.Option(None, "--prompt-grad/--no-prompt-grad",
                                                help="backpropagate through the prompt too "
-                                               "(off: the prompt runs once without gradients, "
-                                               "faster)"),
+                                               "(off: the prompt runs once without gradients: "
+                                               "x1.1-1.4 faster, agrees less)"),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="training prompts "
                                                  "kept for validation and early stopping "
                                                  "(default 0.1; 0: none)"),
