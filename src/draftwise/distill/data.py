@@ -199,16 +199,16 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Ba
     mixed = set(rng.permutation(len(split.train))[:n_mix].tolist())
     task = progress.add_task("gen", total=len(split.train), info="") if progress else None
     t0, n_tok = time.perf_counter(), 0
+    # the draft's own continuations (the first at the decoding mode's temperature, more sampled
+    # at T=1 for variety), and with --target-mix the target's
+    temps = [opts.gen_temperature] + [opts.gen_temperature or 1.0] * (opts.samples - 1)
     todo = [i for i in range(len(split.train)) if not (items / f"{i:05d}.json").is_file()]
     if progress:
         progress.update(task, advance=len(split.train) - len(todo))
     for c in range(0, len(todo), GEN_CHUNK):
         chunk = todo[c:c + GEN_CHUNK]
         recs = {i: _gen_record(split.train[i], target, opts, given) for i in chunk}
-        # the draft's own continuations (the first at the decoding mode's temperature, more
-        # sampled at T=1 for variety), and with --target-mix the target's
         jobs: dict[str, list[tuple[int, Job]]] = {"draft": [], "target": []}
-        temps = [opts.gen_temperature] + [opts.gen_temperature or 1.0] * (opts.samples - 1)
         for i in chunk:
             if "skipped" in recs[i] or opts.data:
                 continue
