@@ -22,6 +22,7 @@ import json
 import random
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -80,7 +81,7 @@ def rows(path: Path) -> list[str]:
 
 
 def write_prompt_file(out: Path, german: list[str], id_prefix: str, source: str,
-                      before: list[str] = ()) -> None:
+                      before: Sequence[str] = ()) -> None:
     """The third run's 120 training rows, the rows `before` (JSON lines kept from an earlier
     file), a translation prompt per German sentence, then the 40 built-in translation and qa
     rows (held out)."""
