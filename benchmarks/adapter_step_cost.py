@@ -3,9 +3,10 @@
     python benchmarks/adapter_step_cost.py BASE.gguf ADAPTER.gguf [--threads 2] [--repeats 12]
 
 Loads BASE twice, alone and with ADAPTER (a `distill --adapter` LoRA GGUF), and times, alternating
-between the two, a 69-token prompt prefill (the translation prompts' mean length) and decode
-steps of 1, 2 and 4 tokens (a drafted token; the catch-up after a fully accepted round: the last
-draft and the bonus token). Prints the medians and the adapter's ratio per shape.
+between the two, the forwards a draft makes: a 69-token prompt prefill (the translation
+prompts' mean length; no logits), a one-token step (a drafted token) and catch-ups of 2 and 4
+tokens, one row of logits each (2: after a round that accepted all K drafts, the last draft and
+the bonus token; 4: after rounds the draft sat out). Prints the medians and the adapter's ratio.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
                 for i in range(1 if n == 69 else 6):
                     be.rollback(0 if n == 69 else 69)
                     t0 = time.perf_counter()
-                    be.forward(ids[i:i + n], n if n < 69 else 1)
+                    be.forward(ids[i:i + n], 0 if n == 69 else 1)
                     times[name][shape].append(time.perf_counter() - t0)
     for be in bes.values():
         be.close()
