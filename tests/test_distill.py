@@ -227,6 +227,22 @@ def test_prompt_without_gradients_same_loss(tiny):
     assert max(float((a - b).abs().max()) for a, b in zip(got[True][1], got[False][1])) > 1e-4
 
 
+def test_lora_on_the_named_modules_only(tiny):
+    """--lora-modules: LoRA pairs on exactly those linear layers of every block, nothing else
+    trains."""
+    from draftwise.distill.gguffile import read_gguf
+    from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.train import make_trainable
+
+    model, _ = load_model(read_gguf(str(tiny["draft"])))
+    n_blocks = model.config.num_hidden_layers
+    model = make_trainable(model, 4, False, modules=("k_proj", "down_proj"))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trained) == 2 * 2 * n_blocks  # A and B of two modules per block
+    assert {n.split(".")[-4] for n in trained} == {"k_proj", "down_proj"}
+    assert all(".lora_A." in n or ".lora_B." in n for n in trained)
+
+
 def test_report_rows_split_a_files_categories():
     from draftwise.distill.evaluate import report_row
 
@@ -298,7 +314,7 @@ def test_batched_continuations_match_lone_decoding(tiny):
 
 
 def test_options_defaults_and_errors(tiny):
-    from draftwise.distill.options import DistillOptions
+    from draftwise.distill.options import ADAPTER_MODULES, LORA_MODULES, DistillOptions
 
     o = DistillOptions(target="t", draft="d", out="x", categories=("chat", "writing"))
     assert (o.loss, o.n_prompts, o.n_eval, o.gen_temperature) == ("fkl", 14, 6, 0.0)
@@ -309,6 +325,14 @@ def test_options_defaults_and_errors(tiny):
     assert o.val_fraction == 0.1  # a stored recipe from before validation existed had none
     old = {k: v for k, v in o.to_dict().items() if k != "val_fraction"}
     assert DistillOptions.from_dict(old).val_fraction == 0.0
+    assert o.lora_modules == LORA_MODULES  # all by default, attention and down_proj for an
+    adapter = DistillOptions(target="t", draft="d", out="x", adapter=True)  # adapter
+    assert adapter.lora_modules == ADAPTER_MODULES
+    old = {k: v for k, v in adapter.to_dict().items() if k != "lora_modules"}
+    assert DistillOptions.from_dict(old).lora_modules == LORA_MODULES  # as it was trained
+    picked = DistillOptions(target="t", draft="d", out="x", lora_modules=("down_proj", "attn"))
+    assert picked.lora_modules == ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
+    assert "on q_proj,k_proj,v_proj,o_proj,down_proj" in picked.recipe()
     for kw, msg in [({"categories": ("poetry",)}, "unknown category 'poetry'"),
                     ({"n_prompts": 20}, "leaves 0 for evaluation"),
                     ({"loss": "kl"}, "--loss must be one of"),
@@ -319,7 +343,10 @@ def test_options_defaults_and_errors(tiny):
                     ({"layers": 0}, "--layers must be >= 1"),
                     ({"val_fraction": 0.5}, r"--val-fraction must be in \[0, 0.5\)"),
                     ({"loss": "ce"}, "--loss ce trains on given completions"),
-                    ({"data": "/no/such.jsonl"}, "data file /no/such.jsonl does not exist")]:
+                    ({"data": "/no/such.jsonl"}, "data file /no/such.jsonl does not exist"),
+                    ({"lora_modules": ("attn", "lm_head")}, "unknown LoRA module 'lm_head'"),
+                    ({"lora_modules": ()}, "--lora-modules names no module"),
+                    ({"lora_modules": ("attn",), "full": True}, "--full trains every weight")]:
         with pytest.raises(DraftwiseError, match=msg.replace("(", r"\(")):
             DistillOptions(**{"target": "t", "draft": "d", "out": "x", **kw})
 
@@ -725,6 +752,7 @@ def test_adapter_trained_at_its_quantization_applied_by_llama_cpp(tiny, in_home)
     from draftwise.backends.llamacpp import LlamaCppBackend
     from draftwise.distill.gguffile import read_gguf
     from draftwise.distill.hfmodel import load_model
+    from draftwise.distill.options import ADAPTER_MODULES
     from draftwise.distill.pipeline import run_distill
     from draftwise.distill.train import make_trainable
     from draftwise.export.common import gguf_file
@@ -745,13 +773,15 @@ def test_adapter_trained_at_its_quantization_applied_by_llama_cpp(tiny, in_home)
     assert (ref.ref, ref.lora) == (str(base), str(lora))
     g = read_gguf(lora)
     assert g.get("general.type") == "adapter" and g.get("adapter.type") == "lora"
-    assert len(g.tensors) == 2 * 14 and not g.get("tokenizer.ggml.tokens")
+    # --adapter's default modules: attention and down_proj, 5 of each block's 7 linear layers
+    assert len(g.tensors) == 2 * 2 * 5 and not g.get("tokenizer.ggml.tokens")
+    assert not any("ffn_gate" in t or "ffn_up" in t for t in g.tensors)
     # the trained HF model: the q4_0 weights, dequantized, plus the LoRA as trained
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     model, _ = load_model(read_gguf(base))
-    model = make_trainable(model, 4, False)
+    model = make_trainable(model, 4, False, modules=ADAPTER_MODULES)
     set_peft_model_state_dict(model, load_file(str(res.run / "train" / "adapter.safetensors")))
     ids = LlamaCppBackend(str(base), n_ctx=256, threads=1).tokenize(
         "def quick the fox return tokens draft")

@@ -460,6 +460,11 @@ def distill(
     data: Optional[str] = typer.Option(None, "--data", help="JSONL of {prompt, completion}: train "
                                        "on these completions (no generation)"),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (default 16)"),
+    lora_modules: Optional[str] = typer.Option(None, "--lora-modules", help="linear layers the "
+                                               "LoRA adapts, comma-separated: all, attn, mlp or "
+                                               "q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                                               "up_proj, down_proj (default all; with --adapter "
+                                               "attn,down_proj: cheap for llama.cpp)"),
     full: Optional[bool] = typer.Option(None, "--full", help="full fine-tuning instead of LoRA"),
     layers: Optional[int] = typer.Option(None, "--layers", help="keep N of the draft's blocks"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="passes over the data (default 3)"),
@@ -497,7 +502,9 @@ def distill(
         target=target, draft=draft, categories=tuple(categories) or None, prompts=prompt_file,
         data=data,
         n_prompts=n_prompts, n_eval=n_eval, n_eval_other=n_eval_other, max_tokens=max_tokens,
-        mode=mode, loss=loss, lora_rank=lora_rank, full=full, layers=layers, epochs=epochs,
+        mode=mode, loss=loss, lora_rank=lora_rank,
+        lora_modules=tuple(m.strip() for m in lora_modules.split(",")) if lora_modules else None,
+        full=full, layers=layers, epochs=epochs,
         steps=steps, lr=lr, prompt_grad=prompt_grad, val_fraction=val_fraction, samples=samples,
         target_mix=target_mix,
         quant=quant, adapter=adapter, dtype=dtype,

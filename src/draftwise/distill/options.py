@@ -24,6 +24,14 @@ DTYPES = ("auto", "float32", "bfloat16")
 # exactly 1 - TVD(p, q) (Leviathan et al. 2023), so TVD optimizes it directly.
 DEFAULT_LOSS = {"greedy": "fkl", "sampling": "tvd"}
 BUILTIN_PROMPTS = 20  # prompts per built-in category
+# The linear layers of a block LoRA can adapt (the HF names of every architecture draftwise loads
+# from GGUF), and shorthands for groups of them.
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_GROUPS = {"all": LORA_MODULES, "attn": LORA_MODULES[:4], "mlp": LORA_MODULES[4:]}
+# --adapter's default: llama.cpp applies a LoRA on gate_proj/up_proj at a cost (a 69-token
+# forward x1.24 with those two, x1.065 with attention and down_proj alone; free on one-token
+# steps either way), and trained on these five the draft agreed as much (README, ninth run).
+ADAPTER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _QUANT_SUFFIX = re.compile(rf"-({'|'.join(QUANTS)})$")
 
@@ -49,6 +57,8 @@ class DistillOptions:
     loss: str | None = None
     top_k: int = 32  # target log-probabilities kept per position
     lora_rank: int = 16
+    lora_modules: tuple[str, ...] | None = None  # what LoRA adapts (default: all; --adapter:
+    # ADAPTER_MODULES)
     full: bool = False
     layers: int | None = None  # keep this many of the draft's blocks
     layer_choice: str = "similar"  # which blocks --layers keeps (layers.py, gguffile.py)
@@ -138,6 +148,11 @@ class DistillOptions:
             what = "--full" if self.full else "--layers" if self.layers else "--quant none"
             raise DraftwiseError(f"--adapter trains a LoRA on the draft at --quant and cannot go "
                                  f"with {what}; leave one of them out")
+        put("lora_modules", _lora_modules(self.lora_modules) if self.lora_modules is not None
+            else ADAPTER_MODULES if self.adapter else LORA_MODULES)
+        if self.full and self.lora_modules != LORA_MODULES:
+            raise DraftwiseError("--lora-modules picks what a LoRA adapts; --full trains every "
+                                 "weight: leave one of them out")
 
     @property
     def file(self) -> str | None:
@@ -153,6 +168,7 @@ class DistillOptions:
         names = {f.name for f in fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
         kw.setdefault("val_fraction", 0.0)  # recipes stored before validation existed had none
+        kw.setdefault("lora_modules", ("all",))  # nor a choice of modules
         return cls(**kw)
 
     def differences(self, other: DistillOptions) -> list[str]:
@@ -163,7 +179,8 @@ class DistillOptions:
     def recipe(self) -> str:
         """One line: how the model is made."""
         data = ",".join(self.categories) if not self.file else Path(self.file).name
-        how = "full" if self.full else f"lora r{self.lora_rank}"
+        how = "full" if self.full else f"lora r{self.lora_rank}" + (
+            "" if self.lora_modules == LORA_MODULES else f" on {','.join(self.lora_modules)}")
         length = f"{self.steps} steps" if self.steps else f"{self.epochs} epochs"
         parts = [f"{self.loss} on the completions of {Path(self.data).name}" if self.data
                  else f"{self.loss} ({self.mode}) from {self.target}",
@@ -177,6 +194,19 @@ class DistillOptions:
         if self.adapter:
             parts.append(f"adapter on the {self.quant} draft")
         return "; ".join(parts)
+
+
+def _lora_modules(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Names and group shorthands -> the modules, in LORA_MODULES order."""
+    picked = set()
+    for n in names:
+        if n not in LORA_MODULES and n not in LORA_GROUPS:
+            raise DraftwiseError(f"unknown LoRA module {n!r}; choose from "
+                                 f"{', '.join((*LORA_GROUPS, *LORA_MODULES))}")
+        picked.update(LORA_GROUPS.get(n, (n,)))
+    if not picked:
+        raise DraftwiseError("--lora-modules names no module; give e.g. all, attn or q_proj")
+    return tuple(m for m in LORA_MODULES if m in picked)
 
 
 def _category(c: str) -> str:

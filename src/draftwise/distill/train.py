@@ -27,7 +27,7 @@ import numpy as np
 
 from draftwise.distill.data import Example
 from draftwise.distill.losses import bins, divergence
-from draftwise.distill.options import DistillOptions
+from draftwise.distill.options import LORA_MODULES, DistillOptions
 from draftwise.distill.rundir import RunDir, read_json
 from draftwise.distill.score import Scores
 from draftwise.errors import DraftwiseError
@@ -78,10 +78,12 @@ def precision(dtype: str) -> str:
     return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
-def make_trainable(model, rank: int, full: bool, bf16_base: bool = False):
+def make_trainable(model, rank: int, full: bool, bf16_base: bool = False,
+                   modules: tuple[str, ...] = LORA_MODULES):
     """Full fine-tuning: every parameter trains (float32 master weights). Else a peft LoRA model
-    (rank, alpha 2 x rank) on all linear layers of the blocks; bf16_base stores the frozen
-    weights in bfloat16 (the adapters stay float32), so autocast need not cast them every step."""
+    (rank, alpha 2 x rank) on the blocks' linear layers named in modules; bf16_base stores the
+    frozen weights in bfloat16 (the adapters stay float32), so autocast need not cast them every
+    step."""
     if full:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -93,7 +95,7 @@ def make_trainable(model, rank: int, full: bool, bf16_base: bool = False):
         model.to(torch.bfloat16)  # before peft: its adapters are then made in float32
     for p in model.parameters():
         p.requires_grad_(False)
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(modules),
                      bias="none")
     model = get_peft_model(model, cfg)
     if bf16_base:  # peft would cast every bf16 activation to the adapters' float32 and back;
@@ -237,7 +239,8 @@ def run_train(run: RunDir, opts: DistillOptions, base, examples: list[Example],
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     model, _ = load_model(base)
-    model = make_trainable(model, opts.lora_rank, opts.full, bf16_base=autocast).to(device)
+    model = make_trainable(model, opts.lora_rank, opts.full, bf16_base=autocast,
+                           modules=opts.lora_modules).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)

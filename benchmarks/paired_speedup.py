@@ -1,0 +1,44 @@
+"""One bench configuration against another, paired: decode tok/s ratio on each (prompt, repeat).
+
+    python benchmarks/paired_speedup.py BENCH_DIR/bench.json "BASE LABEL"
+
+bench's speedups are each against AR, so two drafts' intervals overlap even when one is faster
+on nearly every prompt. This divides each configuration's decode tok/s by BASE LABEL's (e.g.
+"qwen2.5-coder-0.5b-q4_0 K=3", the labels in bench.json's summaries) on the same prompt and
+repeat, and prints the geometric mean with a 95% percentile-bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bench_json")
+    ap.add_argument("base")
+    a = ap.parse_args()
+    runs: dict[str, dict[tuple, float]] = {}
+    for r in json.load(open(a.bench_json))["runs"]:
+        runs.setdefault(r["label"], {})[(r["prompt_id"], r["repeat"])] = \
+            r["n_generated"] / r["t_decode"]
+    if a.base not in runs:
+        raise SystemExit(f"no configuration {a.base!r}; labels: {', '.join(runs)}")
+    base = runs[a.base]
+    rng = np.random.default_rng(0)
+    for label, tok_s in runs.items():
+        if label == a.base:
+            continue
+        pairs = sorted(set(tok_s) & set(base))
+        log_ratio = np.log([tok_s[p] / base[p] for p in pairs])
+        boot = np.exp([rng.choice(log_ratio, len(log_ratio)).mean() for _ in range(5000)])
+        print(f"{label} / {a.base}: x{np.exp(log_ratio.mean()):.3f} "
+              f"[95% CI {np.quantile(boot, 0.025):.3f}, {np.quantile(boot, 0.975):.3f}] "
+              f"over {len(pairs)} pairs")
+
+
+if __name__ == "__main__":
+    main()
