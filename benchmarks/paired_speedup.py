@@ -1,11 +1,12 @@
 """One bench configuration against another, paired: decode tok/s ratio on each (prompt, repeat).
 
-    python benchmarks/paired_speedup.py BENCH_DIR/bench.json "BASE LABEL"
+    python benchmarks/paired_speedup.py --base "BASE LABEL" BENCH_DIR/bench.json [MORE/bench.json]
 
 bench's speedups are each against AR, so two drafts' intervals overlap even when one is faster
 on nearly every prompt. This divides each configuration's decode tok/s by BASE LABEL's (e.g.
 "qwen2.5-coder-0.5b-q4_0 K=3", the labels in bench.json's summaries) on the same prompt and
-repeat, and prints the geometric mean with a 95% percentile-bootstrap interval.
+repeat, and prints the geometric mean with a 95% percentile-bootstrap interval; several bench
+runs of the same configurations pool their pairs.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("bench_json")
-    ap.add_argument("base")
+    ap.add_argument("bench_json", nargs="+")
+    ap.add_argument("--base", required=True)
     a = ap.parse_args()
     runs: dict[str, dict[tuple, float]] = {}
-    for r in json.load(open(a.bench_json))["runs"]:
-        runs.setdefault(r["label"], {})[(r["prompt_id"], r["repeat"])] = \
-            r["n_generated"] / r["t_decode"]
+    for i, path in enumerate(a.bench_json):
+        for r in json.load(open(path))["runs"]:
+            runs.setdefault(r["label"], {})[(i, r["prompt_id"], r["repeat"])] = \
+                r["n_generated"] / r["t_decode"]
     if a.base not in runs:
         raise SystemExit(f"no configuration {a.base!r}; labels: {', '.join(runs)}")
     base = runs[a.base]

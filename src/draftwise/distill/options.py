@@ -29,8 +29,9 @@ BUILTIN_PROMPTS = 20  # prompts per built-in category
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_GROUPS = {"all": LORA_MODULES, "attn": LORA_MODULES[:4], "mlp": LORA_MODULES[4:]}
 # --adapter's default: llama.cpp applies a LoRA on gate_proj/up_proj at a cost (a 69-token
-# forward x1.24 with those two, x1.065 with attention and down_proj alone; free on one-token
-# steps either way), and trained on these five the draft agreed as much (README, ninth run).
+# forward x1.24 with it on the three MLP projections, x1.065 on attention and down_proj; free on
+# one-token steps either way), and trained on these five the draft agreed as much (README,
+# ninth run).
 ADAPTER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _QUANT_SUFFIX = re.compile(rf"-({'|'.join(QUANTS)})$")
