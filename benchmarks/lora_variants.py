@@ -13,13 +13,14 @@ resumed run only exports and evaluates it: which modules and how much rank the g
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from draftwise.distill.rundir import RunDir
+from draftwise.distill.options import lora_module_names
+from draftwise.distill.rundir import RunDir, read_json
+from draftwise.files import write_json
 
 
 def truncate(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor,
@@ -40,14 +41,15 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("new")
     ap.add_argument("--rank", type=int)
-    ap.add_argument("--modules", help="comma-separated module names to keep (default: all)")
+    ap.add_argument("--modules", help="comma-separated modules or groups (attn, mlp) to keep "
+                    "(default: all)")
     o = ap.parse_args()
     src, dst = RunDir.for_name(o.run), RunDir.for_name(o.new)
     if dst.path.exists():
         raise SystemExit(f"{dst.path} exists; pick another name")
-    cfg = json.loads((src.path / "train" / "adapter.json").read_text())
+    cfg = read_json(src.path / "train" / "adapter.json")
     sd = load_file(str(src.path / "train" / "adapter.safetensors"))
-    keep = o.modules.split(",") if o.modules else cfg["target_modules"]
+    keep = lora_module_names(tuple(o.modules.split(","))) if o.modules else cfg["target_modules"]
     rank = o.rank or cfg["r"]
     out, kept = {}, []
     for k in sd:
@@ -67,11 +69,11 @@ def main() -> None:
     shutil.copy(src.path / "train" / "done.json", dst.path / "train")
     save_file(out, str(dst.path / "train" / "adapter.safetensors"))
     alpha = rank * cfg["lora_alpha"] / cfg["r"]  # the same scale alpha / r as B'A' was made for
-    (dst.path / "train" / "adapter.json").write_text(json.dumps(
-        {**cfg, "r": rank, "lora_alpha": alpha, "target_modules": sorted(keep)}))
-    opts = json.loads(src.options_file.read_text())
+    write_json(dst.path / "train" / "adapter.json",
+               {**cfg, "r": rank, "lora_alpha": alpha, "target_modules": sorted(keep)})
+    opts = read_json(src.options_file)
     opts.update(out=o.new, lora_rank=rank, lora_modules=keep)
-    dst.options_file.write_text(json.dumps(opts, indent=1))
+    write_json(dst.options_file, opts)
     print(f"{dst.path}: {len(out) // 2} modules at rank {rank}, "
           f"{100 * sum(kept) / len(kept):.1f}% of the update's squared norm kept (mean)")
 

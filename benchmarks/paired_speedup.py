@@ -16,6 +16,8 @@ import json
 
 import numpy as np
 
+from draftwise.bench.summary import bootstrap_ci
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -30,16 +32,14 @@ def main() -> None:
     if a.base not in runs:
         raise SystemExit(f"no configuration {a.base!r}; labels: {', '.join(runs)}")
     base = runs[a.base]
-    rng = np.random.default_rng(0)
     for label, tok_s in runs.items():
         if label == a.base:
             continue
         pairs = sorted(set(tok_s) & set(base))
         log_ratio = np.log([tok_s[p] / base[p] for p in pairs])
-        boot = np.exp([rng.choice(log_ratio, len(log_ratio)).mean() for _ in range(5000)])
+        lo, hi = bootstrap_ci(log_ratio)
         print(f"{label} / {a.base}: x{np.exp(log_ratio.mean()):.3f} "
-              f"[95% CI {np.quantile(boot, 0.025):.3f}, {np.quantile(boot, 0.975):.3f}] "
-              f"over {len(pairs)} pairs")
+              f"[95% CI {lo:.3f}, {hi:.3f}] over {len(pairs)} pairs")
 
 
 if __name__ == "__main__":

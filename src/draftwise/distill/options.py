@@ -32,7 +32,7 @@ LORA_GROUPS = {"all": LORA_MODULES, "attn": LORA_MODULES[:4], "mlp": LORA_MODULE
 # forward x1.24 with it on the three MLP projections, x1.065 on attention and down_proj; free on
 # one-token steps either way), and trained on these five the draft agreed as much (README,
 # ninth run).
-ADAPTER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
+ADAPTER_MODULES = (*LORA_GROUPS["attn"], "down_proj")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _QUANT_SUFFIX = re.compile(rf"-({'|'.join(QUANTS)})$")
 
@@ -149,7 +149,7 @@ class DistillOptions:
             what = "--full" if self.full else "--layers" if self.layers else "--quant none"
             raise DraftwiseError(f"--adapter trains a LoRA on the draft at --quant and cannot go "
                                  f"with {what}; leave one of them out")
-        put("lora_modules", _lora_modules(self.lora_modules) if self.lora_modules is not None
+        put("lora_modules", lora_module_names(self.lora_modules) if self.lora_modules is not None
             else ADAPTER_MODULES if self.adapter else LORA_MODULES)
         if self.full and self.lora_modules != LORA_MODULES:
             raise DraftwiseError("--lora-modules picks what a LoRA adapts; --full trains every "
@@ -197,7 +197,7 @@ class DistillOptions:
         return "; ".join(parts)
 
 
-def _lora_modules(names: tuple[str, ...]) -> tuple[str, ...]:
+def lora_module_names(names: tuple[str, ...]) -> tuple[str, ...]:
     """Names and group shorthands -> the modules, in LORA_MODULES order."""
     picked = set()
     for n in names:
