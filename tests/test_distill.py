@@ -175,7 +175,7 @@ def test_bins_lower_bound_the_full_divergence():
     import torch
 
     from draftwise.distill.losses import bins, divergence
-    from draftwise.distill.score import top_k
+    from draftwise.distill.topk import top_k
 
     g = torch.Generator().manual_seed(0)
     t, d = torch.randn(5, 50, generator=g) * 2, torch.randn(5, 50, generator=g) * 2
@@ -200,7 +200,7 @@ def test_prompt_without_gradients_same_loss(tiny):
 
     from draftwise.distill.gguffile import read_gguf
     from draftwise.distill.hfmodel import load_model
-    from draftwise.distill.score import top_k
+    from draftwise.distill.topk import top_k
     from draftwise.distill.train import Batch, make_trainable, step_loss
 
     torch.manual_seed(0)
@@ -263,7 +263,7 @@ def test_sign_test_hand_computed():
 
 
 def test_top_k_keeps_the_largest_and_the_rest():
-    from draftwise.distill.score import top_k
+    from draftwise.distill.topk import top_k
 
     x = np.random.default_rng(0).normal(size=(4, 100)) * 3
     s = top_k(x, 5)
@@ -311,6 +311,65 @@ def test_batched_continuations_match_lone_decoding(tiny):
     finally:
         many.close()
         one.close()
+
+
+def test_scores_kept_while_decoding_match_teacher_forcing(tiny):
+    """continue_scored's rows (batched, as the target decodes) give the same top-k as the score
+    stage's teacher-forced pass over the finished continuation, up to the batch's rounding."""
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.bench.advise import teacher_forced
+    from draftwise.distill.data import Job, continue_many, continue_scored
+    from draftwise.distill.topk import top_k
+
+    many = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1, n_seq=2)
+    one = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
+    try:
+        prompts = [one.tokenize(t) for t in ("the quick fox", "def pivot", "print the draft")]
+        jobs = [Job(p, 0.0, 0) for p in prompts] + [Job(prompts[1], 1.0, 3)]
+        got = continue_scored(many, jobs, 10, 6)
+        assert [c for c, _ in got] == continue_many(many, jobs, 10)
+        assert [s for _, s in continue_scored(many, jobs, 10, 0)] == [None] * len(jobs)
+        for j, (cont, s) in zip(jobs, got):
+            ref = top_k(teacher_forced(one, j.ids, cont), 6)
+            assert s.idx.shape == ref.idx.shape == (len(cont), 6)
+            assert np.array_equal(s.idx[:, 0], ref.idx[:, 0])
+            np.testing.assert_allclose(np.exp(s.logp.astype(np.float64)),
+                                       np.exp(ref.logp.astype(np.float64)), atol=0.02)
+            np.testing.assert_allclose(s.rest, ref.rest, atol=0.02)
+            if j.temperature == 0:  # greedy: each token is its row's top-1
+                assert s.idx[:, 0].tolist() == cont
+    finally:
+        many.close()
+        one.close()
+
+
+def test_eval_continuations_cached_per_prompt(tiny, tmp_path):
+    """The evaluation's target continuations are cached by position; a cached record of another
+    prompt (as from another run's copied files) is decoded again, a matching one is kept."""
+    from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.bench.prompts import Prompt
+    from draftwise.distill.data import Split
+    from draftwise.distill.evaluate import target_continuations
+    from draftwise.distill.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    split = Split([], [Prompt("a", "file", "the quick fox", chat=False)],
+                  [Prompt("b", "code", "def pivot", chat=False)])
+    target = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
+    try:
+        first = target_continuations(run, split, target, 8, 100)
+        assert [(r["id"], r["group"]) for r in first] == [("a", "trained"), ("b", "other")]
+        assert all(0 < len(r["cont"]) <= 8 for r in first)
+        conts = run.path / "eval" / "conts"
+        wrong = {**first[1], "id": "zz", "cont": [1, 2, 3]}
+        (conts / "00001.json").write_text(json.dumps(wrong))
+        kept = {**first[0], "cont": [7]}  # a matching record is trusted as it is
+        (conts / "00000.json").write_text(json.dumps(kept))
+        again = target_continuations(run, split, target, 8, 100)
+        assert again == [kept, first[1]]
+        assert json.loads((conts / "00001.json").read_text()) == first[1]
+    finally:
+        target.close()
 
 
 def test_options_defaults_and_errors(tiny):
@@ -580,18 +639,23 @@ def test_ce_on_given_completions_teaches_the_draft_a_style(tiny, in_home, tmp_pa
 
 def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     """Ctrl-C in training keeps a checkpoint; a resumed run redoes only what is missing and
-    trains exactly as an uninterrupted run does."""
+    trains exactly as an uninterrupted run does. Half the prompts also get the target's
+    continuation, scored as gen decodes it."""
     import draftwise.distill.train as train_mod
     from draftwise.distill.data import GEN_CHUNK
     from draftwise.distill.pipeline import run_distill
+    from draftwise.distill.rundir import RunDir
+    from draftwise.distill.score import read_scores
+    from draftwise.distill.topk import load_scores
 
-    opts = given(tiny, out="tiny-resume", steps=12, quant=None, dtype="auto")
+    opts = given(tiny, out="tiny-resume", steps=12, quant=None, dtype="auto", target_mix=0.5)
     real_step_loss, calls = train_mod.step_loss, []
 
-    def step_loss(*a, **kw):  # after the 12 validation sequences, the 5th step's first: Ctrl-C
-        calls.append(1)
-        if len(calls) == 12 + 4 * 4 + 1:
-            os.kill(os.getpid(), signal.SIGINT)
+    def step_loss(*a, **kw):  # the 5th training step's first sequence: Ctrl-C
+        if kw.get("prompt_grad", True):  # not a validation sequence (val_loss passes False)
+            calls.append(1)
+            if len(calls) == 4 * 4 + 1:
+                os.kill(os.getpid(), signal.SIGINT)
         return real_step_loss(*a, **kw)
 
     monkeypatch.setattr(train_mod, "step_loss", step_loss)
@@ -609,8 +673,11 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     items = sorted((run / "gen" / "items").glob("*.json"))
     lost, kept = items[:GEN_CHUNK], {f: f.stat().st_mtime_ns for f in items[GEN_CHUNK:]}
     assert kept
-    for f in (*lost, run / "gen" / "done.json", run / "gen" / "data.jsonl",
-              run / "score" / "shard-00001.npz", run / "score" / "done.json"):
+    lost_rows = [f.with_suffix(".npz") for f in lost if f.with_suffix(".npz").is_file()]
+    assert lost_rows  # the target continued some of those prompts
+    for f in (*lost, *lost_rows, run / "gen" / "done.json", run / "gen" / "data.jsonl",
+              run / "gen" / "scores.npz", run / "score" / "shard-00001.npz",
+              run / "score" / "done.json"):
         f.unlink()
     shard0 = (run / "score" / "shard-00000.npz").stat().st_mtime_ns
     res = run_distill({"out": "tiny-resume"}, resume=True)
@@ -618,10 +685,21 @@ def test_resume_after_interrupted_stages(tiny, in_home, monkeypatch):
     assert all(f.stat().st_mtime_ns == t for f, t in kept.items())
     assert (run / "score" / "shard-00000.npz").stat().st_mtime_ns == shard0
     assert (run / "score" / "shard-00001.npz").is_file()
+    # the target's continuations were scored in gen, and the shards hold exactly those rows
+    rows = load_scores(run / "gen" / "scores.npz")
+    examples = [json.loads(x) for x in (run / "gen" / "data.jsonl").read_text().splitlines()]
+    assert set(rows) == {e["seq"] for e in examples if e["source"] == "target"} != set()
+    shards = read_scores(RunDir(run), len(examples))
+    for seq, s in rows.items():
+        assert len(s.rest) == len(examples[seq]["cont"])
+        assert all(np.array_equal(getattr(s, f), getattr(shards[seq], f))
+                   for f in ("idx", "logp", "rest"))
+    assert json.loads((run / "score" / "done.json").read_text())["from_gen"] == len(rows)
     resumed = json.loads((run / "train" / "done.json").read_text())
     assert resumed["losses"][:5] == pytest.approx(ckpt["losses"], rel=1e-5)
     assert not (run / "train" / "ckpt.pt").exists() and res.model.is_file()
-    straight = run_distill(given(tiny, out="tiny-straight", steps=12, quant=None, dtype="auto"))
+    straight = run_distill(given(tiny, out="tiny-straight", steps=12, quant=None, dtype="auto",
+                                 target_mix=0.5))
     again = json.loads((straight.run / "train" / "done.json").read_text())
     np.testing.assert_allclose(resumed["losses"], again["losses"], rtol=1e-3)
     # a finished run resumes to the same result without redoing anything

@@ -1,6 +1,8 @@
 """Stage `gen`: on-policy training data. The draft continues each training prompt (llama.cpp),
 `samples` times (the first at the decoding mode's temperature, the others sampled at T=1, so that
-few prompts still give varied data); optionally the target continues a fraction of them too.
+few prompts still give varied data); optionally the target continues a fraction of them too,
+its top-k kept from the rows it decodes them from (gen/items/NNNNN.npz, then gen/scores.npz), so
+that score reads only the draft's continuations.
 
 The prompts are split once: training prompts [0, n) of each category (or of the file), held-out
 prompts after them, and a few prompts of every other category; the training ids are recorded in
@@ -28,9 +30,10 @@ from draftwise.bench.prompts import Prompt, load_prompts
 from draftwise.config import SamplingConfig
 from draftwise.distill.options import DistillOptions
 from draftwise.distill.rundir import RunDir, read_json
+from draftwise.distill.topk import Scores, concat, load_scores, save_scores, top_k
 from draftwise.errors import DraftwiseError
 from draftwise.files import atomic_path, write_json
-from draftwise.sampling import probs
+from draftwise.sampling import probs, sample
 
 GEN_CHUNK = 16  # prompts decoded together (a killed run redoes at most this many)
 GEN_SEQS = 8  # sequences the draft decodes at once (TARGET_SEQS for the target)
@@ -123,8 +126,16 @@ def continue_many(be: Backend, jobs: Sequence[Job], max_tokens: int,
     jobs run at once, one batch per step (a batch of n one-token rows costs far less than n
     decodes on a CPU); a finished job's sequence takes the next job, whose prompt rides in the
     same batch. Leaves the cache empty."""
+    return [cont for cont, _ in continue_scored(be, jobs, max_tokens, 0, stop_ids)]
+
+
+def continue_scored(be: Backend, jobs: Sequence[Job], max_tokens: int, k: int,
+                    stop_ids: Collection[int] = ()) -> list[tuple[list[int], Scores | None]]:
+    """continue_many, with (k > 0) each continuation's top-k of the rows it was decoded from:
+    the same as teacher-forcing it afterwards up to the batch shape's rounding, at no pass."""
     ends = be.vocab.eos_ids | frozenset(stop_ids)
     outs: list[list[int]] = [[] for _ in jobs]
+    rows: list[list[Scores]] = [[] for _ in jobs]
     rngs = [np.random.default_rng(j.seed) for j in jobs]
     queue = deque(range(len(jobs)))
     owner: dict[int, int] = {}  # sequence -> job
@@ -138,20 +149,23 @@ def continue_many(be: Backend, jobs: Sequence[Job], max_tokens: int,
     for seq in range(min(be.n_seq, len(jobs))):
         start(seq, feeds)
     while feeds:
-        rows = be.forward_many(feeds)
+        logits_rows = be.forward_many(feeds)
         nxt: list[Feed] = []
-        for f, logits in zip(feeds, rows):
+        for f, logits in zip(feeds, logits_rows):
             j = owner[f.seq]
             tok = _pick(logits[-1], jobs[j].temperature, rngs[j])
             outs[j].append(tok)
+            if k:
+                rows[j].append(top_k(logits[-1:], k))
             if tok in ends or len(outs[j]) >= max_tokens:
-                be.rollback_seq(f.seq, 0)
-                if queue:
+                if queue:  # start() empties the sequence first
                     start(f.seq, nxt)
+                else:
+                    be.rollback_seq(f.seq, 0)
             else:
                 nxt.append(Feed(f.seq, [tok], 1))
         feeds = nxt
-    return outs
+    return [(out, concat(r) if k else None) for out, r in zip(outs, rows)]
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
@@ -159,8 +173,7 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     s = SamplingConfig(temperature=temperature)
     if s.greedy:
         return int(np.argmax(logits))
-    p = probs(np.asarray(logits, dtype=np.float32)[None], s)[0]
-    return int(rng.choice(len(p), p=p / p.sum()))
+    return sample(probs(np.asarray(logits, dtype=np.float32)[None], s)[0], rng)
 
 
 def given_continuation(target: Backend, ids: list[int], prompt: str, completion: str,
@@ -217,35 +230,47 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Ba
             for s, (src, temp) in enumerate(runs):
                 jobs[src].append((i, Job(recs[i]["prompt"], temp,
                                          (opts.seed * 100_003 + i) * 101 + s)))
+        scored: dict[int, dict[int, Scores]] = {i: {} for i in chunk}  # item -> cont -> rows
         for src, be in (("draft", draft), ("target", target)):
-            outs = continue_many(be, [j for _, j in jobs[src]], opts.max_tokens) \
+            # the target's rows as it decodes are its scores (score needs no pass over them)
+            k = opts.top_k if src == "target" and opts.loss != "ce" else 0
+            outs = continue_scored(be, [j for _, j in jobs[src]], opts.max_tokens, k) \
                 if jobs[src] else []
-            for (i, _), cont in zip(jobs[src], outs):
+            for (i, _), (cont, rows) in zip(jobs[src], outs):
                 if not any(x["cont"] == cont for x in recs[i]["conts"]):  # adds nothing
+                    if rows is not None:
+                        scored[i][len(recs[i]["conts"])] = rows
                     recs[i]["conts"].append({"source": src, "cont": cont})
         for i in chunk:
             n_tok += sum(len(x["cont"]) for x in recs[i]["conts"])
+            if scored[i]:  # before the item: its .json marks it done
+                save_scores(items / f"{i:05d}.npz", scored[i])
             write_json(items / f"{i:05d}.json", recs[i])
         if progress:
             dt = time.perf_counter() - t0
             progress.update(task, advance=len(chunk), info=f"{n_tok / dt:.1f} tok/s")
-    examples, skipped = [], []
+    examples, skipped, given = [], [], {}
     for i in range(len(split.train)):
         rec = read_json(items / f"{i:05d}.json")
         if "skipped" in rec:
             skipped.append({"id": rec["id"], "category": rec["category"], "why": rec["skipped"]})
-        for c in rec["conts"]:
+        rows = load_scores(items / f"{i:05d}.npz") if (items / f"{i:05d}.npz").is_file() else {}
+        for j, c in enumerate(rec["conts"]):
             if c["cont"]:
+                if j in rows:
+                    given[len(examples)] = rows[j]
                 examples.append(Example(len(examples), rec["id"], rec["category"], c["source"],
                                         rec["prompt"], c["cont"]))
     if not examples:
         raise DraftwiseError("no training data: every prompt was skipped or got an empty "
                              "continuation; use other prompts or raise the prompt-token limit")
     write_jsonl(run.path / "gen" / "data.jsonl", examples)
+    if given:
+        save_scores(run.path / "gen" / "scores.npz", given)
     info = {"train_prompts": [{"id": p.id, "category": p.category} for p in split.train],
             "skipped": skipped, "n_sequences": len(examples),
             "n_tokens": sum(len(e.cont) for e in examples),
-            "n_prompt_tokens": sum(len(e.prompt) for e in examples)}
+            "n_prompt_tokens": sum(len(e.prompt) for e in examples), "n_scored": len(given)}
     run.mark_done("gen", info)
     return info
 
@@ -254,6 +279,13 @@ def write_jsonl(path: Path, examples: list[Example]) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(asdict(e)) + "\n" for e in examples))
+
+
+def gen_scores(run: RunDir) -> dict[int, Scores]:
+    """seq -> the target's Scores of the sequences gen decoded with the target (none before
+    gen kept them)."""
+    path = run.path / "gen" / "scores.npz"
+    return load_scores(path) if path.is_file() else {}
 
 
 def read_examples(run: RunDir) -> list[Example]:

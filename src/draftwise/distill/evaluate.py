@@ -82,9 +82,10 @@ class EvalResult:
         return d
 
 
-def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
+def target_continuations(run: RunDir, split: Split, target: Backend, max_tokens: int,
            max_prompt_tokens: int, progress=None) -> list[dict]:
-    """The target's greedy continuation of each evaluation prompt, cached per prompt, decoded
+    """The target's greedy continuation of each evaluation prompt, cached per prompt (a cached
+    one of another prompt, copied in from another run, is decoded again), decoded
     one at a time (the pipeline gives a one-sequence target): batch shape moves
     llama.cpp's logits a little, and decoded 4 at a time the 1.5B Q8_0 target's greedy text
     left the lone one's at a near-tie in 17 of 61 evaluation prompts, so the positions every
@@ -98,13 +99,14 @@ def _conts(run: RunDir, split: Split, target: Backend, max_tokens: int,
     out = []
     for i, (group, p) in enumerate(prompts):
         f = d / f"{i:05d}.json"
-        if not f.is_file():
+        rec = read_json(f) if f.is_file() else None
+        if rec is None or (rec["id"], rec["category"]) != (p.id, p.category):
             ids = render_ids(p, target)
             rec = {"id": p.id, "category": p.category, "group": group, "prompt": ids, "cont": []}
             if len(ids) <= max_prompt_tokens:
                 rec["cont"] = continue_many(target, [Job(ids, 0.0, 0)], max_tokens)[0]
             write_json(f, rec)
-        out.append(read_json(f))
+        out.append(rec)
         if progress:
             progress.update(task, advance=1)
     return out
@@ -126,7 +128,7 @@ def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backe
     """Evaluate each draft (label -> backend); the verdict compares `before` with `after`."""
     if run.is_done("eval"):
         return _load(read_json(run.path / "eval" / "report.json"))
-    conts = _conts(run, split, target, max_tokens, max_prompt_tokens, progress)
+    conts = target_continuations(run, split, target, max_tokens, max_prompt_tokens, progress)
     res = EvalResult({k: b.model_path for k, b in drafts.items()}, {}, before=before, after=after)
     several = len({r["category"] for r in conts if r["group"] == "trained"}) > 1
     rows = [report_row(rec, trained_label, several) for rec in conts]

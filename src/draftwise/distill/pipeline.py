@@ -3,7 +3,8 @@
 <cache>/distill/NAME/
   options.json            the recipe (a --resume reloads it)
   base.gguf, base/        with --layers: the draft cut to N blocks (base/done.json: which)
-  gen/                    items/NNNNN.json per training prompt, data.jsonl, done.json
+  gen/                    items/NNNNN.json per training prompt (.npz: the target's rows of its
+                          continuation), data.jsonl, scores.npz, done.json
   score/                  shard-NNNNN.npz (target top-k per position), done.json
   train/                  ckpt.pt while training; adapter.safetensors + adapter.json (LoRA) or
                           weights.safetensors (--full); done.json (losses, speed)
@@ -28,7 +29,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from draftwise.distill.data import GEN_SEQS, TARGET_SEQS, read_examples, run_gen, split_prompts
+from draftwise.distill.data import (
+    GEN_SEQS,
+    TARGET_SEQS,
+    gen_scores,
+    read_examples,
+    run_gen,
+    split_prompts,
+)
 from draftwise.distill.evaluate import EvalResult, run_eval
 from draftwise.distill.gguffile import GGUFFile, choose_layers, cut_layers, read_gguf
 from draftwise.distill.options import DistillOptions
@@ -238,9 +246,10 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
                             draft.close()
                 from draftwise.distill.score import labels, run_score, target_scores
 
-                score = labels if opts.loss == "ce" else target_scores(target, opts.top_k)
+                ce = opts.loss == "ce"
+                score = labels if ce else target_scores(target, opts.top_k)
                 with timed(run, "score"):
-                    run_score(run, read_examples(run), score, bar)
+                    run_score(run, read_examples(run), score, {} if ce else gen_scores(run), bar)
             finally:
                 target.close()
         gen = read_json(run.done("gen"))
@@ -285,7 +294,7 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
             paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
             paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
             before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
-    target = _llama(target_path, opts)  # one sequence: see evaluate._conts
+    target = _llama(target_path, opts)  # one sequence: see evaluate.target_continuations
     drafts = {}
     try:
         for label, p in paths.items():

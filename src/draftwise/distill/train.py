@@ -29,7 +29,7 @@ from draftwise.distill.data import Example
 from draftwise.distill.losses import bins, divergence
 from draftwise.distill.options import LORA_MODULES, DistillOptions
 from draftwise.distill.rundir import RunDir, read_json
-from draftwise.distill.score import Scores
+from draftwise.distill.topk import Scores
 from draftwise.errors import DraftwiseError
 from draftwise.files import atomic_path, write_json
 
