@@ -246,10 +246,9 @@ def run_distill(given: dict, resume: bool = False, console: Console | None = Non
                             draft.close()
                 from draftwise.distill.score import labels, run_score, target_scores
 
-                ce = opts.loss == "ce"
-                score = labels if ce else target_scores(target, opts.top_k)
-                with timed(run, "score"):
-                    run_score(run, read_examples(run), score, {} if ce else gen_scores(run), bar)
+                score = labels if opts.loss == "ce" else target_scores(target, opts.top_k)
+                with timed(run, "score"):  # gen kept no target rows with --loss ce
+                    run_score(run, read_examples(run), score, gen_scores(run), bar)
             finally:
                 target.close()
         gen = read_json(run.done("gen"))
