@@ -246,11 +246,11 @@ def test_lora_on_the_named_modules_only(tiny):
 def test_report_rows_split_a_files_categories():
     from draftwise.distill.evaluate import report_row
 
-    held = [{"group": "trained", "category": c} for c in ("translation", "qa")]
-    assert [report_row(r, "tqa", True) for r in held] == ["tqa/translation", "tqa/qa"]
-    assert report_row(held[0], "tqa", False) == "tqa"
-    assert report_row({"group": "other", "category": "qa"}, "tqa", True) == "qa"
-    assert report_row(held[1], None, False) == "qa"  # built-in categories: their own rows
+    held = ["translation", "qa"]
+    assert [report_row("trained", c, "tqa", True) for c in held] == ["tqa/translation", "tqa/qa"]
+    assert report_row("trained", "translation", "tqa", False) == "tqa"
+    assert report_row("other", "qa", "tqa", True) == "qa"
+    assert report_row("trained", "qa", None, False) == "qa"  # built-in categories: own rows
 
 
 def test_sign_test_hand_computed():
@@ -260,6 +260,30 @@ def test_sign_test_hand_computed():
     assert sign_test(5, 0) == pytest.approx(2 / 32)  # 5 flips, all one way
     assert sign_test(3, 2) == 1.0
     assert sign_test(10, 1) == pytest.approx(2 * 12 / 2 ** 11)
+
+
+def test_verdict_counts_a_loss_elsewhere_only_beyond_chance():
+    """The tenth run's 3-prompt qa rows: -3.4 points on 2 flips is noise, not a loss; the same
+    drop over 400 positions, all flips one way, makes the verdict mixed."""
+    from draftwise.distill.evaluate import EvalResult, Tally, markdown, verdict
+
+    def result(qa_positions, qa_flips):
+        res = EvalResult({"b": "b.gguf", "a": "b.gguf + a.lora.gguf"},
+                         {"tqa": "trained", "qa": "other"}, before="b", after="a")
+        g, lo = qa_flips
+        res.tallies = {"b": {"tqa": Tally(457, 289, 270), "qa": Tally(qa_positions, 42 + lo, 40)},
+                       "a": {"tqa": Tally(457, 312, 290), "qa": Tally(qa_positions, 42 + g, 40)}}
+        res.flips = {"tqa": [30, 7], "qa": [g, lo]}
+        return res
+
+    noise = result(58, (0, 2))
+    assert (noise.gained, noise.lost, round(noise.delta("qa"), 1)) == (30, 7, -3.4)
+    line = verdict(noise)
+    assert line.startswith("verdict: better:") and "(qa: within chance)" in line
+    assert "+5.0 points; 30 positions gained, 7 lost" in line
+    harm = result(400, (1, 15))
+    assert verdict(harm).startswith("verdict: mixed (gains where trained, loses in qa)")
+    assert "| qa | other | 400 |" in markdown(harm) and "| +1/-15 |" in markdown(harm)
 
 
 def test_top_k_keeps_the_largest_and_the_rest():
@@ -345,29 +369,40 @@ def test_scores_kept_while_decoding_match_teacher_forcing(tiny):
 
 def test_eval_continuations_cached_per_prompt(tiny, tmp_path):
     """The evaluation's target continuations are cached by position; a cached record of another
-    prompt (as from another run's copied files) is decoded again, a matching one is kept."""
+    prompt (as from another run's copied files) is decoded again, a matching one is kept. A
+    decoded one comes with the rows it was decoded from: teacher-forcing it gives them again."""
     from draftwise.backends.llamacpp import LlamaCppBackend
+    from draftwise.bench.advise import teacher_forced
     from draftwise.bench.prompts import Prompt
     from draftwise.distill.data import Split
-    from draftwise.distill.evaluate import target_continuations
+    from draftwise.distill.evaluate import eval_prompts, target_continuation
     from draftwise.distill.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     split = Split([], [Prompt("a", "file", "the quick fox", chat=False)],
                   [Prompt("b", "code", "def pivot", chat=False)])
     target = LlamaCppBackend(str(tiny["target"]), n_ctx=256, threads=1)
+
+    def conts():
+        return [target_continuation(run, i, g, p, target, 8, 100)
+                for i, (g, p) in enumerate(eval_prompts(split))]
     try:
-        first = target_continuations(run, split, target, 8, 100)
-        assert [(r["id"], r["group"]) for r in first] == [("a", "trained"), ("b", "other")]
-        assert all(0 < len(r["cont"]) <= 8 for r in first)
-        conts = run.path / "eval" / "conts"
-        wrong = {**first[1], "id": "zz", "cont": [1, 2, 3]}
-        (conts / "00001.json").write_text(json.dumps(wrong))
-        kept = {**first[0], "cont": [7]}  # a matching record is trusted as it is
-        (conts / "00000.json").write_text(json.dumps(kept))
-        again = target_continuations(run, split, target, 8, 100)
-        assert again == [kept, first[1]]
-        assert json.loads((conts / "00001.json").read_text()) == first[1]
+        first = conts()
+        assert [(r["id"], r["group"]) for r, _ in first] == [("a", "trained"), ("b", "other")]
+        for rec, tl in first:
+            assert 0 < len(rec["cont"]) <= 8 and tl.shape == (len(rec["cont"]), target.vocab.n_vocab)
+            assert list(np.argmax(tl, axis=1)) == rec["cont"]  # greedy
+            tf = teacher_forced(target, rec["prompt"], rec["cont"])
+            np.testing.assert_allclose(tl, tf, atol=1e-3 * np.abs(tf).max())
+        d = run.path / "eval" / "conts"
+        wrong = {**first[1][0], "id": "zz", "cont": [1, 2, 3]}
+        (d / "00001.json").write_text(json.dumps(wrong))
+        kept = {**first[0][0], "cont": [7]}  # a matching record is trusted as it is
+        (d / "00000.json").write_text(json.dumps(kept))
+        again = conts()
+        assert [r for r, _ in again] == [kept, first[1][0]] and again[0][1] is None
+        np.testing.assert_array_equal(again[1][1], first[1][1])
+        assert json.loads((d / "00001.json").read_text()) == first[1][0]
     finally:
         target.close()
 
@@ -973,6 +1008,7 @@ def test_llama_adapter_keeps_q_k_rows_permuted(tiny, tmp_path):
     assert alpha == 4 and len(tensors) == 2 * 14  # B carries alpha / r = 2: llama.cpp scales by 1
     lora = write_adapter(tmp_path / "llama.lora.gguf", "llama", alpha, tensors)
     be = LlamaCppBackend(str(path), n_ctx=256, threads=1, lora=str(lora))
+    assert be.weights == f"{path} + {lora}"  # reports name the adapter, not the base alone
     ids = be.tokenize("the quick fox return tokens")
     ll = np.array(be.forward(ids, len(ids)))
     with torch.no_grad():

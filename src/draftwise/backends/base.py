@@ -46,6 +46,7 @@ class Backend(ABC):
 
     name: str = "backend"
     model_path: str = ""
+    adapter_path: str = ""  # a LoRA adapter applied over model_path (llama.cpp, distill --adapter)
     device: str = "cpu"  # where the weights live: cpu, cuda[:N] (transformers), gpu:N (llama.cpp)
     n_ctx: int
     vocab: VocabInfo
@@ -55,6 +56,11 @@ class Backend(ABC):
     @property
     @abstractmethod
     def n_past(self) -> int: ...
+
+    @property
+    def weights(self) -> str:
+        """Where the weights come from: the model file, plus the adapter if one is applied."""
+        return f"{self.model_path} + {self.adapter_path}" if self.adapter_path else self.model_path
 
     def seq_past(self, seq: int) -> int:
         """Positions cached for sequence seq."""

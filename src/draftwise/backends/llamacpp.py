@@ -94,6 +94,7 @@ class LlamaCppBackend(Backend):
             raise DraftwiseError(f"llama.cpp could not create a context of {self.n_ctx} for {path}")
         if lora is not None:
             self._apply_lora(lora)
+            self.adapter_path = lora
         self._mem = L.llama_get_memory(self._ctx)
         self._n_batch = cp.n_batch
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)

@@ -80,7 +80,7 @@ def machine_info(models: Models) -> dict:
         "device": models.target.device,
         "draft_devices": {name: be.device if (be := d.model_backend()) else "-"
                           for name, d in models.drafters.items()},
-        "draft_paths": {name: be.model_path if (be := d.model_backend()) else ""
+        "draft_paths": {name: be.weights if (be := d.model_backend()) else ""
                         for name, d in models.drafters.items()},
         "python": platform.python_version(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

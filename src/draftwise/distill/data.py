@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from draftwise.distill.topk import Scores, concat, load_scores, save_scores, top
 from draftwise.errors import DraftwiseError
 from draftwise.files import atomic_path, write_json
 from draftwise.sampling import probs, sample
+
+T = TypeVar("T")
 
 GEN_CHUNK = 16  # prompts decoded together (a killed run redoes at most this many)
 GEN_SEQS = 8  # sequences the draft decodes at once (TARGET_SEQS for the target)
@@ -126,16 +129,26 @@ def continue_many(be: Backend, jobs: Sequence[Job], max_tokens: int,
     jobs run at once, one batch per step (a batch of n one-token rows costs far less than n
     decodes on a CPU); a finished job's sequence takes the next job, whose prompt rides in the
     same batch. Leaves the cache empty."""
-    return [cont for cont, _ in continue_scored(be, jobs, max_tokens, 0, stop_ids)]
+    return [cont for cont, _ in continue_rows(be, jobs, max_tokens, None, stop_ids)]
 
 
 def continue_scored(be: Backend, jobs: Sequence[Job], max_tokens: int, k: int,
                     stop_ids: Collection[int] = ()) -> list[tuple[list[int], Scores | None]]:
     """continue_many, with (k > 0) each continuation's top-k of the rows it was decoded from:
     the same as teacher-forcing it afterwards up to the batch shape's rounding, at no pass."""
+    keep = (lambda row: top_k(row, k)) if k else None
+    return [(out, concat(rows) if k else None)
+            for out, rows in continue_rows(be, jobs, max_tokens, keep, stop_ids)]
+
+
+def continue_rows(be: Backend, jobs: Sequence[Job], max_tokens: int,
+                  keep: Callable[[np.ndarray], T] | None,
+                  stop_ids: Collection[int] = ()) -> list[tuple[list[int], list[T]]]:
+    """continue_many, with keep(row) of each logits row [1, V] a token was decoded from (a
+    view the next forward may overwrite: keep copies what it needs); None keeps nothing."""
     ends = be.vocab.eos_ids | frozenset(stop_ids)
     outs: list[list[int]] = [[] for _ in jobs]
-    rows: list[list[Scores]] = [[] for _ in jobs]
+    rows: list[list[T]] = [[] for _ in jobs]
     rngs = [np.random.default_rng(j.seed) for j in jobs]
     queue = deque(range(len(jobs)))
     owner: dict[int, int] = {}  # sequence -> job
@@ -155,8 +168,8 @@ def continue_scored(be: Backend, jobs: Sequence[Job], max_tokens: int, k: int,
             j = owner[f.seq]
             tok = _pick(logits[-1], jobs[j].temperature, rngs[j])
             outs[j].append(tok)
-            if k:
-                rows[j].append(top_k(logits[-1:], k))
+            if keep:
+                rows[j].append(keep(logits[-1:]))
             if tok in ends or len(outs[j]) >= max_tokens:
                 if queue:  # start() empties the sequence first
                     start(f.seq, nxt)
@@ -165,7 +178,7 @@ def continue_scored(be: Backend, jobs: Sequence[Job], max_tokens: int, k: int,
             else:
                 nxt.append(Feed(f.seq, [tok], 1))
         feeds = nxt
-    return [(out, concat(r) if k else None) for out, r in zip(outs, rows)]
+    return list(zip(outs, rows))
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

@@ -1,11 +1,11 @@
 """Stage `eval`: the draft before and after, on prompts training never saw.
 
 The target greedily continues every held-out prompt (same categories as training) and a few
-prompts of each other category (cached in eval/conts/). One teacher-forced pass of each draft over
-those texts gives, per position, greedy agreement (the draft's argmax is the target's token, as
-`advise` measures it) and the expected acceptance under sampling at temperature 1,
-sum_v min(p, q). Reported per category: eval/report.json, report.md, agreement.png, and one line
-of verdict.
+prompts of each other category (cached in eval/conts/), keeping the rows p it decoded them
+from. One teacher-forced pass of each draft over those texts gives, per position, greedy
+agreement (the draft's argmax is the target's token, as `advise` measures it) and the expected
+acceptance under sampling at temperature 1, sum_v min(p, q). Reported per category:
+eval/report.json, report.md, agreement.png, and one line of verdict.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from draftwise.backends.base import Backend
 from draftwise.bench.advise import greedy_agreement, overlap, teacher_forced
 from draftwise.bench.prompts import Prompt
 from draftwise.config import SamplingConfig
-from draftwise.distill.data import Job, Split, continue_many, render_ids
+from draftwise.distill.data import Job, Split, continue_rows, render_ids
 from draftwise.distill.rundir import RunDir, read_json
 from draftwise.files import atomic_path, write_json
 
@@ -59,9 +59,17 @@ class EvalResult:
     after: str = ""
     verdict: str = ""
     skipped: list[str] = field(default_factory=list)
-    # held-out positions of the trained group where only `after` agrees / only `before` does
-    gained: int = 0
-    lost: int = 0
+    # per category, positions where only `after` agrees / only `before` does
+    flips: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def gained(self) -> int:
+        """Positions of the trained group only `after` gets right."""
+        return sum(f[0] for c, f in self.flips.items() if self.groups[c] == "trained")
+
+    @property
+    def lost(self) -> int:
+        return sum(f[1] for c, f in self.flips.items() if self.groups[c] == "trained")
 
     def delta(self, cat: str, what: str = "agreement") -> float:
         """Points (x100) after minus before in one category."""
@@ -75,73 +83,77 @@ class EvalResult:
         return sum(getattr(t, key) for t in ts) / n if n else float("nan")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(self) | {"gained": self.gained, "lost": self.lost}
         for label, cats in self.tallies.items():
             for c, t in cats.items():
                 d["tallies"][label][c].update(agreement=t.agreement, acceptance=t.acceptance)
         return d
 
 
-def target_continuations(run: RunDir, split: Split, target: Backend, max_tokens: int,
-           max_prompt_tokens: int, progress=None) -> list[dict]:
-    """The target's greedy continuation of each evaluation prompt, cached per prompt (a cached
-    one of another prompt, copied in from another run, is decoded again), decoded
-    one at a time (the pipeline gives a one-sequence target): batch shape moves
-    llama.cpp's logits a little, and decoded 4 at a time the 1.5B Q8_0 target's greedy text
-    left the lone one's at a near-tie in 17 of 61 evaluation prompts, so the positions every
-    run is measured on would follow the batch composition."""
+def eval_prompts(split: Split) -> list[tuple[str, Prompt]]:
+    """(group, prompt) in evaluation order: the held-out prompts ('trained'), then the others."""
+    return [("trained", p) for p in split.held_out] + [("other", p) for p in split.other]
+
+
+def target_continuation(run: RunDir, i: int, group: str, p: Prompt, target: Backend,
+                        max_tokens: int, max_prompt_tokens: int) -> tuple[dict, np.ndarray | None]:
+    """Evaluation prompt i's record {id, category, group, prompt, cont} (cont: the target's greedy
+    continuation; none when the prompt is too long) and the target's logits rows [L, V] it was
+    decoded from, or None when the record was cached in eval/conts/ (one of another prompt,
+    copied in from another run, is decoded again). Decoded one at a time (the pipeline gives a
+    one-sequence target): batch shape moves llama.cpp's logits a little, and decoded 4 at a time
+    the 1.5B Q8_0 target's greedy text left the lone one's at a near-tie in 17 of 61 evaluation
+    prompts, so the positions every run is measured on would follow the batch composition."""
     d = run.stage("eval") / "conts"
     d.mkdir(exist_ok=True)
-    prompts: list[tuple[str, Prompt]] = [("trained", p) for p in split.held_out] + \
-        [("other", p) for p in split.other]
-    task = (progress.add_task("eval: target continues", total=len(prompts), info="")
-            if progress else None)
-    out = []
-    for i, (group, p) in enumerate(prompts):
-        f = d / f"{i:05d}.json"
-        rec = read_json(f) if f.is_file() else None
-        if rec is None or (rec["id"], rec["category"]) != (p.id, p.category):
-            ids = render_ids(p, target)
-            rec = {"id": p.id, "category": p.category, "group": group, "prompt": ids, "cont": []}
-            if len(ids) <= max_prompt_tokens:
-                rec["cont"] = continue_many(target, [Job(ids, 0.0, 0)], max_tokens)[0]
-            write_json(f, rec)
-        out.append(rec)
-        if progress:
-            progress.update(task, advance=1)
-    return out
+    f = d / f"{i:05d}.json"
+    rec = read_json(f) if f.is_file() else None
+    if rec is not None and (rec["id"], rec["category"]) == (p.id, p.category):
+        return rec, None
+    ids = render_ids(p, target)
+    rec = {"id": p.id, "category": p.category, "group": group, "prompt": ids, "cont": []}
+    tl = None
+    if len(ids) <= max_prompt_tokens:
+        rec["cont"], rows = continue_rows(target, [Job(ids, 0.0, 0)], max_tokens, np.array)[0]
+        tl = np.concatenate(rows)
+    write_json(f, rec)
+    return rec, tl
 
 
-def report_row(rec: dict, trained_label: str | None, several: bool) -> str:
-    """The report row of an evaluation record: its category; held-out prompts of a prompt file
+def report_row(group: str, category: str, trained_label: str | None, several: bool) -> str:
+    """The report row of an evaluation prompt: its category; held-out prompts of a prompt file
     (trained_label: the file's name) under the file's name, split by category when the file's
     held-out prompts have several (name/category), so that they never merge with the other
     categories' rows. The verdict pools every trained row."""
-    if rec["group"] != "trained" or not trained_label:
-        return rec["category"]
-    return f"{trained_label}/{rec['category']}" if several else trained_label
+    if group != "trained" or not trained_label:
+        return category
+    return f"{trained_label}/{category}" if several else trained_label
 
 
 def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backend],
              before: str, after: str, max_tokens: int, max_prompt_tokens: int,
              trained_label: str | None = None, progress=None) -> EvalResult:
-    """Evaluate each draft (label -> backend); the verdict compares `before` with `after`."""
+    """Evaluate each draft (label -> backend); the verdict compares `before` with `after`.
+    Expected acceptance takes p from the rows the target decoded its continuation from, or, for a
+    continuation cached by an earlier run, from teacher-forcing it (the same up to rounding)."""
     if run.is_done("eval"):
         return _load(read_json(run.path / "eval" / "report.json"))
-    conts = target_continuations(run, split, target, max_tokens, max_prompt_tokens, progress)
-    res = EvalResult({k: b.model_path for k, b in drafts.items()}, {}, before=before, after=after)
-    several = len({r["category"] for r in conts if r["group"] == "trained"}) > 1
-    rows = [report_row(rec, trained_label, several) for rec in conts]
-    for rec, cat in zip(conts, rows):
-        res.groups[cat] = rec["group"]
+    prompts = eval_prompts(split)
+    res = EvalResult({k: b.weights for k, b in drafts.items()}, {}, before=before, after=after)
+    several = len({p.category for g, p in prompts if g == "trained"}) > 1
+    rows = [report_row(g, p.category, trained_label, several) for g, p in prompts]
+    for (g, _), cat in zip(prompts, rows):
+        res.groups[cat] = g
     res.tallies = {k: {c: Tally() for c in res.groups} for k in drafts}
-    task = (progress.add_task("eval: teacher-forced", total=len(conts), info="")
-            if progress else None)
-    for rec, cat in zip(conts, rows):
-        if len(rec["cont"]) < 1:
+    res.flips = {c: [0, 0] for c in res.groups}
+    task = progress.add_task("eval", total=len(prompts), info="") if progress else None
+    for i, ((group, p), cat) in enumerate(zip(prompts, rows)):
+        rec, tl = target_continuation(run, i, group, p, target, max_tokens, max_prompt_tokens)
+        if not rec["cont"]:
             res.skipped.append(f"{rec['category']}/{rec['id']}")
         else:
-            tl = teacher_forced(target, rec["prompt"], rec["cont"])
+            if tl is None:
+                tl = teacher_forced(target, rec["prompt"], rec["cont"])
             agree = {}
             for label, be in drafts.items():
                 dl = teacher_forced(be, rec["prompt"], rec["cont"])
@@ -150,9 +162,8 @@ def run_eval(run: RunDir, split: Split, target: Backend, drafts: dict[str, Backe
                 t.positions += len(rec["cont"])
                 t.agree += float(agree[label].sum())
                 t.accept += float(overlap(tl, dl, SAMPLING).sum())
-            if rec["group"] == "trained":
-                res.gained += int(((agree[after] == 1) & (agree[before] == 0)).sum())
-                res.lost += int(((agree[after] == 0) & (agree[before] == 1)).sum())
+            res.flips[cat][0] += int(((agree[after] == 1) & (agree[before] == 0)).sum())
+            res.flips[cat][1] += int(((agree[after] == 0) & (agree[before] == 1)).sum())
         if progress:
             progress.update(task, advance=1)
     res.verdict = verdict(res)
@@ -171,25 +182,29 @@ def sign_test(gained: int, lost: int) -> float:
 
 def verdict(res: EvalResult) -> str:
     """One line: better / no clear change / worse / mixed, with the numbers behind it. A change
-    counts only when it is >= 1 point and the positions that flipped favour one side beyond
-    chance (sign test, p < 0.05): a few hundred positions move by a point or two on noise."""
+    counts only when it is >= 1 point (a loss elsewhere: >= HARM) and the positions that flipped
+    favour one side beyond chance (sign test, p < 0.05): a few hundred positions move by a point
+    or two on noise, and 3 prompts of qa (58 positions) by 3.4 on two flips."""
     b, a = res.pooled(res.before, "trained"), res.pooled(res.after, "trained")
     gain = 100 * (a - b)
     p = sign_test(res.gained, res.lost)
-    others = [res.delta(c) for c, g in res.groups.items() if g == "other"
-              and res.tallies[res.before][c].positions]
-    worst = min(others) if others else 0.0
+    other = [c for c, g in res.groups.items() if g == "other"
+             and res.tallies[res.before][c].positions]
+    others = [res.delta(c) for c in other]
+    harmed = [c for c in other if res.delta(c) <= -HARM and sign_test(*res.flips[c]) < 0.05]
     ea, eb = res.pooled(res.after, "trained", "acceptance"), res.pooled(res.before, "trained",
                                                                         "acceptance")
-    if gain >= BETTER and p < 0.05 and worst >= -HARM:
+    if gain >= BETTER and p < 0.05 and not harmed:
         word = "better"
     elif gain >= BETTER and p < 0.05:
-        word = "mixed (gains where trained, loses elsewhere)"
+        word = f"mixed (gains where trained, loses in {', '.join(harmed)})"
     elif gain <= -BETTER and p < 0.05:
         word = "worse"
     else:
         word = "no clear change"
-    other = (f"; other categories {min(others):+.1f} to {max(others):+.1f} points"
+    losses = [c for c in other if res.delta(c) <= -HARM and c not in harmed]
+    note = f" ({', '.join(losses)}: within chance)" if losses else ""
+    other = (f"; other categories {min(others):+.1f} to {max(others):+.1f} points{note}"
              if others else "")
     return (f"verdict: {word}: held-out greedy agreement {100 * b:.1f}% -> {100 * a:.1f}% "
             f"({gain:+.1f} points; {res.gained} positions gained, {res.lost} lost, p={p:.2g})"
@@ -199,7 +214,7 @@ def verdict(res: EvalResult) -> str:
 def _load(d: dict) -> EvalResult:
     res = EvalResult(d["drafts"], d["groups"], before=d["before"], after=d["after"],
                      verdict=d["verdict"], skipped=d.get("skipped", []),
-                     gained=d.get("gained", 0), lost=d.get("lost", 0))
+                     flips=d.get("flips", {}))
     res.tallies = {k: {c: Tally(t["positions"], t["agree"], t["accept"]) for c, t in v.items()}
                    for k, v in d["tallies"].items()}
     return res
@@ -208,17 +223,19 @@ def _load(d: dict) -> EvalResult:
 def markdown(res: EvalResult) -> str:
     labels = list(res.tallies)
     head = ["category", "group", "positions"] + [f"agreement {k}" for k in labels] + \
-        ["change"] + [f"acceptance T=1 {k}" for k in labels] + ["change"]
+        ["change", "flips +/-"] + [f"acceptance T=1 {k}" for k in labels] + ["change"]
     lines = ["# distill evaluation", "", res.verdict, "",
              f"before = `{res.before}` ({res.drafts[res.before]}), after = `{res.after}` "
              f"({res.drafts[res.after]}). Agreement: the draft's argmax is the target's greedy "
-             "token (teacher-forced); acceptance: sum min(p, q) at temperature 1.", "",
+             "token (teacher-forced); flips: positions only after / only before agrees; acceptance: "
+             "sum min(p, q) at temperature 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, g in res.groups.items():
         t0 = res.tallies[labels[0]][c]
         cells = [c, g, str(t0.positions)]
         cells += [f"{100 * res.tallies[k][c].agreement:.1f}%" for k in labels]
         cells.append(f"{res.delta(c):+.1f}")
+        cells.append("+{}/-{}".format(*res.flips[c]))
         cells += [f"{100 * res.tallies[k][c].acceptance:.1f}%" for k in labels]
         cells.append(f"{res.delta(c, 'acceptance'):+.1f}")
         lines.append("| " + " | ".join(cells) + " |")

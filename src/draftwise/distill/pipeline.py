@@ -293,7 +293,7 @@ def _evaluate(run: RunDir, opts: DistillOptions, split, target_path: str, draft_
             paths[f"{opts.draft}-{opts.quant}"] = _parent_variant(opts, draft_path, say)
             paths[f"{opts.out}-{opts.quant}"] = exp["variants"][opts.quant]
             before, after = f"{opts.draft}-{opts.quant}", f"{opts.out}-{opts.quant}"
-    target = _llama(target_path, opts)  # one sequence: see evaluate.target_continuations
+    target = _llama(target_path, opts)  # one sequence: see evaluate.target_continuation
     drafts = {}
     try:
         for label, p in paths.items():
