@@ -52,7 +52,7 @@ class EvalResult:
     """tallies[draft][category]; groups[category] is 'trained' or 'other'; before/after name the
     two drafts the verdict compares."""
 
-    drafts: dict[str, str]  # label -> model path
+    drafts: dict[str, str]  # label -> weights (model path, "+ adapter" when one is applied)
     groups: dict[str, str]
     tallies: dict[str, dict[str, Tally]] = field(default_factory=dict)
     before: str = ""
