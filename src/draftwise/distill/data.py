@@ -262,28 +262,30 @@ def run_gen(run: RunDir, opts: DistillOptions, draft: Backend | None, target: Ba
         if progress:
             dt = time.perf_counter() - t0
             progress.update(task, advance=len(chunk), info=f"{n_tok / dt:.1f} tok/s")
-    examples, skipped, given = [], [], {}
+    examples, skipped = [], []
+    kept: dict[int, Scores] = {}  # seq -> the target's rows gen kept for it
     for i in range(len(split.train)):
         rec = read_json(items / f"{i:05d}.json")
         if "skipped" in rec:
             skipped.append({"id": rec["id"], "category": rec["category"], "why": rec["skipped"]})
-        rows = load_scores(items / f"{i:05d}.npz") if (items / f"{i:05d}.npz").is_file() else {}
+        npz = items / f"{i:05d}.npz"
+        rows = load_scores(npz) if npz.is_file() else {}
         for j, c in enumerate(rec["conts"]):
             if c["cont"]:
                 if j in rows:
-                    given[len(examples)] = rows[j]
+                    kept[len(examples)] = rows[j]
                 examples.append(Example(len(examples), rec["id"], rec["category"], c["source"],
                                         rec["prompt"], c["cont"]))
     if not examples:
         raise DraftwiseError("no training data: every prompt was skipped or got an empty "
                              "continuation; use other prompts or raise the prompt-token limit")
     write_jsonl(run.path / "gen" / "data.jsonl", examples)
-    if given:
-        save_scores(run.path / "gen" / "scores.npz", given)
+    if kept:
+        save_scores(run.path / "gen" / "scores.npz", kept)
     info = {"train_prompts": [{"id": p.id, "category": p.category} for p in split.train],
             "skipped": skipped, "n_sequences": len(examples),
             "n_tokens": sum(len(e.cont) for e in examples),
-            "n_prompt_tokens": sum(len(e.prompt) for e in examples), "n_scored": len(given)}
+            "n_prompt_tokens": sum(len(e.prompt) for e in examples), "n_scored": len(kept)}
     run.mark_done("gen", info)
     return info
 
